@@ -1,0 +1,1 @@
+"""ROS-free core of IGSPAD: cameras, Gaussian scene, rendering, pose inversion, scoring."""

@@ -1,0 +1,1 @@
+"""Datasets: MAD reader, synthetic MAD-format objects, MAD <-> rosbag2."""

@@ -1,0 +1,98 @@
+"""Pose conventions, intrinsics and SE(3) helpers round-trip."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from igspad_ros.core import cameras
+
+
+def test_intrinsics_from_fov_mad_values():
+    K = cameras.intrinsics_from_fov(0.6911112070083618, 800, 800)
+    assert K[0, 0] == pytest.approx(1111.111, abs=1e-2)
+    assert K[1, 1] == K[0, 0]
+    assert (K[0, 2], K[1, 2]) == (400.0, 400.0)
+
+
+def test_scale_intrinsics_halves_focal_and_centre():
+    K = cameras.intrinsics_from_fov(0.6911, 800, 600)
+    K2 = cameras.scale_intrinsics(K, (800, 600), (400, 300))
+    np.testing.assert_allclose(K2[:2], K[:2] / 2.0)
+    assert K2[2, 2] == 1.0
+
+
+@pytest.mark.parametrize('bad', [0.0, -1.0, math.pi])
+def test_intrinsics_reject_bad_angle(bad):
+    with pytest.raises(ValueError, match='camera_angle_x'):
+        cameras.intrinsics_from_fov(bad, 64, 64)
+
+
+def test_blender_viewmat_round_trip():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        eye = rng.normal(size=3) * 3.0
+        view = cameras.look_at(eye)
+        c2w = cameras.viewmat_to_blender_c2w(view)
+        np.testing.assert_allclose(cameras.blender_c2w_to_viewmat(c2w), view, atol=1e-12)
+        # Blender cameras look down their -z axis: the origin lies along -z of c2w.
+        forward = -c2w[:3, 2]
+        np.testing.assert_allclose(forward, -eye / np.linalg.norm(eye), atol=1e-12)
+
+
+def test_look_at_projects_target_to_centre_and_up_is_image_up():
+    K = cameras.intrinsics_from_fov(0.6911, 64, 48)
+    view = cameras.look_at([3.0, 1.0, 1.5])
+    pix, depth = cameras.project_points(np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.3]]), view, K)
+    np.testing.assert_allclose(pix[0], [32.0, 24.0], atol=1e-9)
+    assert depth[0] == pytest.approx(math.sqrt(9 + 1 + 2.25))
+    assert pix[1, 1] < pix[0, 1]  # world +z (up) appears higher in the image
+
+
+def test_look_at_rejects_parallel_up():
+    with pytest.raises(ValueError, match='parallel'):
+        cameras.look_at([0.0, 0.0, 3.0])
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_se3_exp_log_round_trip(dtype):
+    gen = torch.Generator().manual_seed(0)
+    xi = (torch.rand(64, 6, generator=gen, dtype=dtype) - 0.5) * 2.0
+    xi[:8] *= 1e-5  # near identity: the series branches
+    T = cameras.se3_exp(xi)
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(cameras.se3_log(T), xi, atol=tol * 10, rtol=tol * 10)
+    R = T[:, :3, :3]
+    eye = torch.eye(3, dtype=dtype).expand_as(R)
+    torch.testing.assert_close(R @ R.transpose(1, 2), eye, atol=tol, rtol=0)
+
+
+def test_se3_exp_zero_is_identity_with_finite_gradient():
+    xi = torch.zeros(6, dtype=torch.float64, requires_grad=True)
+    T = cameras.se3_exp(xi)
+    torch.testing.assert_close(T, torch.eye(4, dtype=torch.float64))
+    (T * torch.arange(16, dtype=torch.float64).reshape(4, 4)).sum().backward()
+    assert torch.isfinite(xi.grad).all()
+    # d/d omega of sum(W * M) at 0 is the vee of M - M^T; d/d rho the translation column.
+    np.testing.assert_allclose(xi.grad[:3].numpy(), [3.0, 7.0, 11.0])
+
+
+def test_se3_exp_gradient_matches_finite_differences():
+    xi = torch.tensor([0.1, -0.2, 0.3, 0.4, -0.5, 0.2], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(cameras.se3_exp, (xi,))
+
+
+def test_se3_inverse_and_compose():
+    gen = torch.Generator().manual_seed(1)
+    T = cameras.se3_exp(torch.rand(5, 6, generator=gen, dtype=torch.float64))
+    ident = cameras.se3_compose(T, cameras.se3_inverse(T))
+    torch.testing.assert_close(ident, torch.eye(4, dtype=torch.float64).expand(5, 4, 4))
+
+
+def test_pose_errors_of_perturbation():
+    rng = np.random.default_rng(3)
+    view = cameras.look_at([3.5, 0.0, 1.0])
+    moved = cameras.perturb_viewmat(view, 10.0, 0.1, rng)
+    assert cameras.rotation_error_deg(moved, view) == pytest.approx(10.0, abs=1e-9)
+    assert cameras.translation_error_rel(moved, view) == pytest.approx(0.1, abs=1e-9)
+    assert cameras.rotation_error_deg(view, view) == pytest.approx(0.0, abs=1e-6)
