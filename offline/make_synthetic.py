@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Write a synthetic MAD-format category (procedural LEGO-like object with defects).
+
+Example: offline/make_synthetic.py --out data/synthetic --category brick --size 128
+"""
+import argparse
+import sys
+import time
+from collections import Counter
+
+from tqdm import tqdm
+
+from igspad_ros.data.synthetic import SyntheticConfigError, make_category
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument parser whose usage errors are one stderr line and exit status 2."""
+
+    def error(self, message):
+        """Print one line and exit 2 (argparse's default prints the usage too)."""
+        self.exit(2, f'{self.prog}: error: {message}\n')
+
+
+def main(argv=None):
+    """Parse arguments, write the category and print one summary line."""
+    parser = _Parser(description=__doc__.splitlines()[0])
+    parser.add_argument('--out', required=True, help='folder that receives the category')
+    parser.add_argument('--category', required=True, help='category folder name')
+    parser.add_argument('--size', type=int, default=800, help='image side in pixels (800)')
+    parser.add_argument('--n-train', type=int, default=210,
+                        help='training views, at most 210 (evenly spread over the 14x15 grid)')
+    parser.add_argument('--n-test', type=int, default=40,
+                        help='test images, split evenly over good/Burrs/Missing/Stains (40)')
+    parser.add_argument('--seed', type=int, default=0, help='object and test-set seed (0)')
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    bar = tqdm(total=args.n_train + args.n_test, unit='img', disable=not sys.stderr.isatty())
+    try:
+        root = make_category(args.out, args.category, size=args.size, n_train=args.n_train,
+                             n_test=args.n_test, seed=args.seed, progress=bar.update)
+    except (SyntheticConfigError, OSError) as err:
+        bar.close()
+        print(f'{parser.prog}: error: {err}', file=sys.stderr)
+        return 2
+    bar.close()
+    counts = Counter(p.parent.name for p in (root / 'test').glob('*/*.png'))
+    split = ', '.join(f'{counts[k]} {k}' for k in sorted(counts))
+    print(f'wrote {root}: {args.n_train} train + {args.n_test} test images ({split}) '
+          f'at {args.size}x{args.size} in {time.perf_counter() - start:.1f} s')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
