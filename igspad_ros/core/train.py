@@ -1,0 +1,281 @@
+"""Fit a GaussianScene to posed images (3DGS optimisation, paper section 3.1).
+
+The 3DGS recipe with gsplat's pieces: Adam per parameter group, the L1 + D-SSIM
+objective (lambda 0.2) on a white background, densification and pruning by gsplat's
+``DefaultStrategy`` (pure torch, so it runs with either render backend), SH degree
+raised progressively. MAD has no SfM points, so Gaussians start at random points in
+the sphere the cameras see around the origin, optionally carved to the object's
+visual hull (points that project onto non-background pixels in most views).
+Every ``holdout_every``-th view is held out and scores the model (PSNR) at the end.
+"""
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gsplat.strategy import DefaultStrategy
+
+from igspad_ros.core import cameras
+from igspad_ros.core.render import render
+from igspad_ros.core.scene import GaussianScene
+
+SSIM_LAMBDA = 0.2
+BACKGROUND = (1.0, 1.0, 1.0)
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; ``for_device`` gives the GPU (paper) or CPU (minutes) defaults.
+
+    Learning rates follow 3DGS / gsplat's trainer; ``lr_scale`` multiplies all of them
+    (short CPU runs take larger steps). Densification thresholds are those of gsplat's
+    DefaultStrategy, with ``grow_grad2d`` lowered for small images.
+    """
+
+    iters: int = 30_000
+    size: int | None = 800          # longest image side the data is loaded at (None: native)
+    batch_size: int = 1
+    sh_degree: int = 3
+    sh_degree_interval: int = 1000  # raise the active SH degree every this many steps
+    n_init: int = 100_000
+    init_carve: bool = True         # keep initial points inside the object's visual hull
+    init_opacity: float = 0.1
+    lr_means: float = 1.6e-4        # times the scene scale, decayed 100x over the run
+    lr_scales: float = 5e-3
+    lr_quats: float = 1e-3
+    lr_opacities: float = 5e-2
+    lr_sh0: float = 2.5e-3
+    lr_shN: float = 2.5e-3 / 20
+    lr_scale: float = 1.0
+    grow_grad2d: float = 2e-4
+    prune_opa: float = 5e-3
+    refine_start_iter: int = 500
+    refine_stop_iter: int = 15_000
+    refine_every: int = 100
+    reset_every: int = 3000
+    holdout_every: int = 8          # every 8th view is held out for the PSNR (0: none)
+    seed: int = 0
+
+    def __post_init__(self):
+        checks = {'iters': self.iters >= 1, 'batch_size': self.batch_size >= 1,
+                  'sh_degree': 0 <= self.sh_degree <= 3, 'n_init': self.n_init >= 1,
+                  'init_opacity': 0 < self.init_opacity < 1, 'lr_scale': self.lr_scale > 0,
+                  'holdout_every': self.holdout_every == 0 or self.holdout_every >= 2,
+                  'size': self.size is None or 8 <= self.size <= 8192,
+                  'refine_every': self.refine_every >= 1,
+                  'sh_degree_interval': self.sh_degree_interval >= 1}
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f'TrainConfig: invalid {", ".join(bad)}')
+
+    @classmethod
+    def for_device(cls, device, **overrides):
+        """Defaults for ``device``: the paper's scale on CUDA, a minutes-long run on CPU."""
+        if str(device).startswith('cuda'):
+            base = {}
+        else:
+            base = dict(iters=1000, size=128, batch_size=1, sh_degree=1, sh_degree_interval=500,
+                        n_init=4000, init_opacity=0.3, lr_scale=3.0, grow_grad2d=2e-4,
+                        refine_start_iter=200, refine_stop_iter=700, refine_every=100,
+                        reset_every=100_000)
+        base.update(overrides)
+        return cls(**base)
+
+
+@dataclass
+class TrainReport:
+    """What a training run reached: held-out PSNR (dB), Gaussians, seconds, steps."""
+
+    psnr: float | None
+    n_gaussians: int
+    seconds: float
+    iters: int
+    n_train_views: int
+    n_holdout_views: int
+
+    def as_dict(self):
+        """Return the report as a plain dict (for JSON)."""
+        return asdict(self)
+
+
+def train_scene(images, viewmats, K, config=None, device='cpu', progress=None):
+    """Fit a scene to ``images`` (list of (H,W,3) float32) seen from ``viewmats`` (OpenCV).
+
+    K is the (3,3) intrinsics of the images. ``progress(n)`` is called after every n
+    steps. Returns (GaussianScene on the CPU, TrainReport).
+    """
+    config = config or TrainConfig.for_device(device)
+    start = time.perf_counter()
+    images = [np.asarray(im, dtype=np.float32) for im in images]
+    viewmats = [np.asarray(v, dtype=np.float64) for v in viewmats]
+    if not images or len(images) != len(viewmats):
+        raise ValueError(f'train_scene: {len(images)} images and {len(viewmats)} viewmats')
+    height, width = images[0].shape[:2]
+    if any(im.shape != (height, width, 3) for im in images):
+        raise ValueError('train_scene: images must all be (H, W, 3) of the same size')
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    held = [i for i in range(len(images)) if config.holdout_every
+            and i % config.holdout_every == 0 and len(images) > 1]
+    train = [i for i in range(len(images)) if i not in set(held)]
+
+    gt = torch.from_numpy(np.stack(images)).to(device)                 # (V, H, W, 3)
+    vms = torch.from_numpy(np.stack(viewmats)).float().to(device)      # (V, 4, 4)
+    K_t = torch.as_tensor(np.asarray(K), dtype=torch.float32, device=device)
+    centres = np.stack([cameras.camera_center(v) for v in viewmats])
+    scene_scale = 1.1 * float(np.linalg.norm(centres - centres.mean(0), axis=1).max())
+    scene_scale = scene_scale if scene_scale > 0 else 1.0
+
+    points = initial_points([images[i] for i in train], [viewmats[i] for i in train], K,
+                            config.n_init, config.init_carve, rng)
+    colors = np.clip(0.5 + 0.05 * rng.standard_normal(points.shape), 0, 1)
+    init = GaussianScene.from_points(points, colors, sh_degree=config.sh_degree,
+                                     opacity=config.init_opacity)
+    params, optimizers = _optimisation_state(init, config, scene_scale, device)
+    strategy = DefaultStrategy(prune_opa=config.prune_opa, grow_grad2d=config.grow_grad2d,
+                               refine_start_iter=config.refine_start_iter,
+                               refine_stop_iter=config.refine_stop_iter,
+                               refine_every=config.refine_every,
+                               reset_every=config.reset_every)
+    strategy.check_sanity(params, optimizers)
+    state = strategy.initialize_state(scene_scale=scene_scale)
+    decay = 0.01 ** (1.0 / max(config.iters, 1))
+    window = _ssim_window(device)
+
+    for step in range(config.iters):
+        idx = torch.as_tensor(rng.choice(train, size=min(config.batch_size, len(train)),
+                                         replace=False), device=device)
+        degree = min(step // config.sh_degree_interval, config.sh_degree)
+        out = render(_scene_of(params, degree), vms[idx], K_t, width, height,
+                     background=BACKGROUND)
+        loss = photometric_loss(out.rgb, gt[idx], window)
+        strategy.step_pre_backward(params, optimizers, state, step, out.info)
+        loss.backward()
+        for opt in optimizers.values():
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        for group in optimizers['means'].param_groups:
+            group['lr'] *= decay
+        strategy.step_post_backward(params, optimizers, state, step, out.info, packed=False)
+        if progress is not None:
+            progress(1)
+
+    scene = _scene_of(params, config.sh_degree).detach()
+    psnr = None
+    if held:   # scored on the training device (gsplat on CUDA)
+        psnr = float(np.mean([render_psnr(scene, viewmats[i], K, images[i]) for i in held]))
+    scene = scene.to('cpu')
+    report = TrainReport(psnr=psnr, n_gaussians=scene.n, seconds=time.perf_counter() - start,
+                         iters=config.iters, n_train_views=len(train), n_holdout_views=len(held))
+    return scene, report
+
+
+def photometric_loss(rendered, target, window=None):
+    """3DGS objective: (1 - lambda) L1 + lambda (1 - SSIM), images (..., H, W, 3)."""
+    l1 = (rendered - target).abs().mean()
+    return (1.0 - SSIM_LAMBDA) * l1 + SSIM_LAMBDA * (1.0 - ssim(rendered, target, window))
+
+
+def ssim(a, b, window=None):
+    """Mean SSIM of images (..., H, W, 3) in [0, 1]: 11x11 Gaussian window, sigma 1.5."""
+    window = _ssim_window(a.device) if window is None else window
+    x = a.reshape(-1, *a.shape[-3:]).permute(0, 3, 1, 2)
+    y = b.reshape(-1, *b.shape[-3:]).permute(0, 3, 1, 2).to(x.dtype)
+    w = window.to(x.dtype).expand(3, 1, 11, 11)
+
+    def blur(t):
+        return F.conv2d(t, w, padding=5, groups=3)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x * mu_x
+    var_y = blur(y * y) - mu_y * mu_y
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
+    den = (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
+    return (num / den).mean()
+
+
+@torch.no_grad()
+def render_psnr(scene, viewmat, K, image):
+    """PSNR (dB) of the scene rendered at ``viewmat`` against ``image`` (H,W,3) in [0,1]."""
+    height, width = image.shape[:2]
+    rgb = render(scene, torch.as_tensor(viewmat, dtype=torch.float32), K, width, height,
+                 background=BACKGROUND).rgb.clamp(0, 1)
+    mse = float(((rgb.cpu() - torch.as_tensor(image)) ** 2).mean())
+    return -10.0 * math.log10(max(mse, 1e-12))
+
+
+def initial_points(images, viewmats, K, n, carve, rng):
+    """``n`` random points in the sphere the cameras see around the origin.
+
+    The radius is the median camera distance times the half field of view. With
+    ``carve`` four fifths of the points are drawn from the visual hull: candidates that
+    project onto a non-white pixel in at least 80 % of the views that see them.
+    """
+    K = np.asarray(K, dtype=np.float64)
+    height, width = images[0].shape[:2]
+    dist = np.median([np.linalg.norm(cameras.camera_center(v)) for v in viewmats])
+    radius = dist * 0.5 * max(width / K[0, 0], height / K[1, 1])
+    n_hull = int(0.8 * n) if carve else 0
+    hull = np.zeros((0, 3))
+    if n_hull:
+        views = np.linspace(0, len(images) - 1, min(len(images), 60)).round().astype(int)
+        fg = [np.asarray(images[i]).min(axis=2) < 0.95 for i in views]
+        for _ in range(8):
+            cand = _in_sphere(rng, 4 * n_hull, radius)
+            seen = np.zeros(len(cand))
+            hits = np.zeros(len(cand))
+            for mask, i in zip(fg, views):
+                pix, depth = cameras.project_points(cand, viewmats[i], K)
+                col, row = np.floor(pix[:, 0]).astype(int), np.floor(pix[:, 1]).astype(int)
+                inside = (depth > 0) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
+                seen += inside
+                hits[inside] += mask[row[inside], col[inside]]
+            hull = np.concatenate([hull, cand[(seen > 0) & (hits >= 0.8 * seen)]])
+            if len(hull) >= n_hull:
+                break
+        hull = hull[:n_hull]
+    return np.concatenate([hull, _in_sphere(rng, n - len(hull), radius)]).astype(np.float32)
+
+
+def _in_sphere(rng, n, radius):
+    direction = rng.standard_normal((n, 3))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    return direction * radius * rng.random((n, 1)) ** (1.0 / 3.0)
+
+
+def _optimisation_state(scene, config, scene_scale, device):
+    """gsplat-style ParameterDict (names the strategy expects) and one Adam per group."""
+    k = scene.sh.shape[1]
+    tensors = {'means': scene.means, 'scales': scene.log_scales, 'quats': scene.quats,
+               'opacities': scene.opacity_logits, 'sh0': scene.sh[:, :1]}
+    lrs = {'means': config.lr_means * scene_scale, 'scales': config.lr_scales,
+           'quats': config.lr_quats, 'opacities': config.lr_opacities, 'sh0': config.lr_sh0}
+    if k > 1:
+        tensors['shN'] = scene.sh[:, 1:]
+        lrs['shN'] = config.lr_shN
+    params = torch.nn.ParameterDict({name: torch.nn.Parameter(t.contiguous().to(device))
+                                     for name, t in tensors.items()})
+    optimizers = {name: torch.optim.Adam([{'params': params[name], 'name': name,
+                                           'lr': lrs[name] * config.lr_scale}], eps=1e-15)
+                  for name in params}
+    return params, optimizers
+
+
+def _scene_of(params, degree):
+    """GaussianScene view of the parameters with the first ``degree`` SH bands active."""
+    sh = params['sh0']
+    if 'shN' in params and degree > 0:
+        sh = torch.cat([sh, params['shN'][:, :(degree + 1) ** 2 - 1]], dim=1)
+    return GaussianScene(means=params['means'], quats=params['quats'],
+                         log_scales=params['scales'], opacity_logits=params['opacities'],
+                         sh=sh)
+
+
+def _ssim_window(device):
+    g = torch.exp(-0.5 * ((torch.arange(11, dtype=torch.float32) - 5) / 1.5) ** 2)
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).to(device)[None, None]
