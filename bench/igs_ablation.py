@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""IGS ablation on a synthetic category: pose error of retrieval, IGS, MPS, multi-hypothesis.
+
+bench/igs_ablation.py --data CATDIR --scene SCENE.ply [--per-type N] [--json OUT.json]
+
+For each test image with a ground-truth pose (test_poses.json) it runs four methods from
+the same retrieval result: the retrieved view's pose alone, IGS without MPS, IGS with MPS
+(paper 3.2.3), and IGS with MPS from several retrieved views at once. It prints one table
+(median rotation error, median translation error as a fraction of the camera distance,
+success rate at < 2 degrees, seconds per image) split by defect type.
+"""
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from igspad_ros.core import cameras
+from igspad_ros.core.igs import IGSConfig, invert_pose
+from igspad_ros.core.matching import DEFAULT_MATCHER, MATCHER_NAMES, make_matcher
+from igspad_ros.core.retrieval import RetrievalIndex
+from igspad_ros.core.scene import GaussianScene, read_scene_meta
+from igspad_ros.data.mad import load_category
+
+METHODS = ('retrieval', 'igs', 'igs+mps', 'igs+mps+multi')
+SUCCESS_DEG = 2.0
+
+
+def build_parser():
+    """Build the command-line interface."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--data', required=True, type=Path, help='synthetic category folder')
+    parser.add_argument('--scene', required=True, type=Path, help='scene PLY trained on it')
+    parser.add_argument('--matcher', default=DEFAULT_MATCHER, choices=MATCHER_NAMES)
+    parser.add_argument('--per-type', type=int, default=3,
+                        help='test images per defect type (first ones; 0 = all)')
+    parser.add_argument('--steps', type=int, default=300, help='IGS steps (paper: 300)')
+    parser.add_argument('--lr-decay-step', type=int, default=200)
+    parser.add_argument('--hypotheses', type=int, default=3)
+    parser.add_argument('--shortlist', type=int, default=16)
+    parser.add_argument('--threads', type=int, default=1, help='torch threads')
+    parser.add_argument('--json', type=Path, help='write per-image results here')
+    return parser
+
+
+def main(argv=None):
+    """Run the ablation and print the table."""
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        meta = read_scene_meta(args.scene)
+        category = load_category(args.data, size=int(meta['width']))
+        scene = GaussianScene.load_ply(args.scene)
+    except (ValueError, OSError, KeyError) as err:
+        print(f'igs_ablation: {err}', file=sys.stderr)
+        return 2
+    tests = _pick_tests(category.test, args.per_type)
+    if not tests:
+        print(f'igs_ablation: {args.data}: no test images with ground-truth poses',
+              file=sys.stderr)
+        return 2
+    matcher = make_matcher(args.matcher)
+    views = category.train
+    index = RetrievalIndex.build([v.image for v in views], [v.viewmat for v in views], matcher,
+                                 shortlist=args.shortlist, progress=_bar('index'))
+    base = IGSConfig(steps=args.steps, lr_decay_step=args.lr_decay_step)
+    configs = {'igs': replace(base, mps=False), 'igs+mps': base,
+               'igs+mps+multi': replace(base, n_hypotheses=args.hypotheses)}
+    rows = []
+    for test in _bar('images')(tests):
+        t0 = time.perf_counter()
+        feats = matcher.extract(test.image)
+        cands = index.query_features(feats, top_k=args.hypotheses, min_angle_deg=30.0)
+        t_ret = time.perf_counter() - t0
+        row = {'path': test.rel_path, 'defect_type': test.defect_type}
+        row['retrieval'] = _errors(cands[0].viewmat, test.true_viewmat, t_ret)
+        for name, config in configs.items():
+            starts = np.stack([c.viewmat for c in cands[:config.n_hypotheses]])
+            t0 = time.perf_counter()
+            est = invert_pose(scene, test.image, starts, category.K, config, matcher=matcher,
+                              test_features=feats)
+            row[name] = _errors(est.viewmat, test.true_viewmat,
+                                t_ret + time.perf_counter() - t0)
+            row[name]['steps'] = est.steps
+        rows.append(row)
+    print(markdown(rows))
+    if args.json:
+        args.json.write_text(json.dumps({'args': {k: str(v) for k, v in vars(args).items()},
+                                         'images': rows}, indent=1))
+    ok = np.mean([r['igs+mps']['rot_deg'] < SUCCESS_DEG for r in rows])
+    print(f'igs_ablation: {len(rows)} images, IGS+MPS success {100 * ok:.0f} %')
+    return 0
+
+
+def markdown(rows):
+    """Table: one row per method and defect type (and all types together)."""
+    types = sorted({r['defect_type'] for r in rows}) + ['all']
+    lines = ['| method | defect | n | rot median (deg) | trans median (%) | success <2deg '
+             '| s/img |',
+             '|---|---|---|---|---|---|---|']
+    for method in METHODS:
+        for kind in types:
+            sel = [r[method] for r in rows if kind in ('all', r['defect_type'])]
+            rot = np.array([s['rot_deg'] for s in sel])
+            trans = np.array([s['trans_rel'] for s in sel])
+            secs = np.array([s['seconds'] for s in sel])
+            lines.append(f'| {method} | {kind} | {len(sel)} | {np.median(rot):.2f} | '
+                         f'{100 * np.median(trans):.2f} | '
+                         f'{100 * np.mean(rot < SUCCESS_DEG):.0f} % | {np.median(secs):.1f} |')
+    return '\n'.join(lines)
+
+
+def _pick_tests(tests, per_type):
+    chosen, seen = [], {}
+    for test in tests:
+        if test.true_viewmat is None:
+            continue
+        seen[test.defect_type] = seen.get(test.defect_type, 0) + 1
+        if per_type <= 0 or seen[test.defect_type] <= per_type:
+            chosen.append(test)
+    return chosen
+
+
+def _errors(viewmat, true_viewmat, seconds):
+    return {'rot_deg': cameras.rotation_error_deg(viewmat, true_viewmat),
+            'trans_rel': cameras.translation_error_rel(viewmat, true_viewmat),
+            'seconds': seconds}
+
+
+def _bar(desc):
+    return lambda items: tqdm(items, desc=desc, disable=not sys.stderr.isatty(), leave=False)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
