@@ -3,27 +3,19 @@
 
 Example: offline/make_synthetic.py --out data/synthetic --category brick --size 128
 """
-import argparse
 import sys
 import time
 from collections import Counter
 
 from tqdm import tqdm
 
+from igspad_ros.cli import ToolParser
 from igspad_ros.data.synthetic import SyntheticConfigError, make_category
-
-
-class _Parser(argparse.ArgumentParser):
-    """Argument parser whose usage errors are one stderr line and exit status 2."""
-
-    def error(self, message):
-        """Print one line and exit 2 (argparse's default prints the usage too)."""
-        self.exit(2, f'{self.prog}: error: {message}\n')
 
 
 def main(argv=None):
     """Parse arguments, write the category and print one summary line."""
-    parser = _Parser(description=__doc__.splitlines()[0])
+    parser = ToolParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', required=True, help='folder that receives the category')
     parser.add_argument('--category', required=True, help='category folder name')
     parser.add_argument('--size', type=int, default=800, help='image side in pixels (800)')

@@ -1,9 +1,8 @@
 #!/usr/bin/env python3
-"""Train a 3D Gaussian scene from a MAD-format category and write scene.ply + scene.meta.json.
+"""Train a 3D Gaussian scene from a MAD-format category: scene.ply, its index and threshold.
 
 Example: offline/train_scene.py --data data/synthetic/brick --out scenes/brick/scene.ply
 """
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -11,22 +10,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from igspad_ros.cli import ToolParser
+from igspad_ros.core.inspector import prepare_scene_artifacts
 from igspad_ros.core.scene import PlyFormatError, write_scene_meta
 from igspad_ros.core.train import TrainConfig, train_scene
 from igspad_ros.data.mad import MadFormatError, load_category
 
 
-class _Parser(argparse.ArgumentParser):
-    """Argument parser whose usage errors are one stderr line and exit status 2."""
-
-    def error(self, message):
-        """Print one line and exit 2 (argparse's default prints the usage too)."""
-        self.exit(2, f'{self.prog}: error: {message}\n')
-
-
 def main(argv=None):
     """Parse arguments, train, write the scene and its metadata, print one summary line."""
-    parser = _Parser(description=__doc__.splitlines()[0])
+    parser = ToolParser(description=__doc__.splitlines()[0])
     parser.add_argument('--data', required=True, type=Path, help='MAD-format category folder')
     parser.add_argument('--out', required=True, type=Path,
                         help='scene PLY to write (its .meta.json goes beside it)')
@@ -64,6 +57,9 @@ def main(argv=None):
                                         config, device=device, progress=bar.update)
         scene.save_ply(args.out)
         write_scene_meta(args.out, scene_meta(category, config, report, device), merge=False)
+        # The node starts fast when the retrieval index and the threshold lie beside the scene.
+        inspector = prepare_scene_artifacts(args.out, category, device=device,
+                                            holdout_every=config.holdout_every)
     except (MadFormatError, PlyFormatError, ValueError, OSError) as err:
         print(f'{parser.prog}: error: {err}', file=sys.stderr)
         return 2
@@ -71,7 +67,7 @@ def main(argv=None):
     print(f'wrote {args.out}: {scene.n} Gaussians from {report.n_train_views} views of '
           f'{category.name} at {category.width}x{category.height}, {report.iters} steps on '
           f'{device} in {report.seconds:.1f} s, held-out PSNR {psnr} '
-          f'({report.n_holdout_views} views)')
+          f'({report.n_holdout_views} views), threshold {inspector.threshold:.3f}')
     return 0
 
 
