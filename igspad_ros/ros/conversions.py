@@ -1,0 +1,139 @@
+"""rclpy message <-> numpy glue for the inspector node (topics and types in DESIGN.md).
+
+Pixel conversion itself is ``igspad_ros.data.image_encoding`` (the same path the bag tools
+use); this module only moves those fields in and out of rclpy messages, copies headers, and
+draws the overlay that RViz shows.
+"""
+import array
+import io
+
+import cv2
+import numpy as np
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from PIL import Image as PilImage
+from scipy.spatial.transform import Rotation
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from igspad_ros.core import cameras
+from igspad_ros.data.image_encoding import ImageDecodeError, decode_image, encode_image
+
+# Encodings a camera image may have; 32FC1 is data (an anomaly map), not a camera image.
+CAMERA_ENCODINGS = ('rgb8', 'bgr8', 'mono8', 'rgba8', 'bgra8',
+                    'rgb16', 'bgr16', 'mono16', 'rgba16', 'bgra16')
+COMPRESSED_FORMATS = ('PNG', 'JPEG')
+
+
+def copy_header(header):
+    """Return a new std_msgs/Header equal to ``header`` (outputs never share the input's)."""
+    return Header(stamp=Time(sec=header.stamp.sec, nanosec=header.stamp.nanosec),
+                  frame_id=header.frame_id)
+
+
+def image_from_msg(msg, max_side):
+    """Decode a camera sensor_msgs/Image to (H, W, 3) float32 RGB; raises ImageDecodeError."""
+    if msg.encoding not in CAMERA_ENCODINGS:
+        raise ImageDecodeError(f'encoding: {msg.encoding!r} is not a camera image encoding '
+                               f'({", ".join(CAMERA_ENCODINGS)})')
+    return decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data,
+                        msg.is_bigendian, max_side)
+
+
+def image_from_compressed(msg, max_side):
+    """Decode a PNG/JPEG sensor_msgs/CompressedImage to (H, W, 3) float32 RGB.
+
+    The size is read from the file header first, so a small file that claims a huge image
+    is rejected before anything is decompressed. Raises ImageDecodeError.
+    """
+    data = bytes(msg.data)
+    if not data:
+        raise ImageDecodeError('data: compressed image is empty')
+    try:
+        with PilImage.open(io.BytesIO(data)) as probe:
+            kind, (width, height) = probe.format, probe.size
+    except (OSError, ValueError, PilImage.DecompressionBombError) as err:
+        raise ImageDecodeError(f'data: not a readable compressed image ({err})') from None
+    if kind not in COMPRESSED_FORMATS:
+        raise ImageDecodeError(f'format: {kind} is not one of {", ".join(COMPRESSED_FORMATS)}')
+    if width > max_side or height > max_side:
+        raise ImageDecodeError(f'data: image is {width}x{height}, larger than the '
+                               f'{max_side} px per side allowed')
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+    if pixels is None:
+        raise ImageDecodeError(f'data: corrupt {kind} data')
+    return np.divide(pixels, np.float32(255.0), dtype=np.float32)
+
+
+def image_msg(image, encoding, header):
+    """Return a sensor_msgs/Image of a numpy image in ``encoding`` with a copy of ``header``."""
+    fields = encode_image(image, encoding)
+    # array.array('B') is the field's own type: assigning bytes would check every byte
+    return Image(header=copy_header(header), height=fields['height'], width=fields['width'],
+                 encoding=fields['encoding'], is_bigendian=fields['is_bigendian'],
+                 step=fields['step'], data=array.array('B', fields['data']))
+
+
+def pose_msg(viewmat, header):
+    """Return a geometry_msgs/PoseStamped of a viewmat: the object in the camera optical frame."""
+    viewmat = np.asarray(viewmat, dtype=np.float64)
+    msg = PoseStamped(header=copy_header(header))
+    x, y, z, w = Rotation.from_matrix(viewmat[:3, :3]).as_quat()
+    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (
+        float(v) for v in viewmat[:3, 3])
+    msg.pose.orientation.x, msg.pose.orientation.y = float(x), float(y)
+    msg.pose.orientation.z, msg.pose.orientation.w = float(z), float(w)
+    return msg
+
+
+def diagnostic_array(header, name, level, message, values, hardware_id=''):
+    """Return a DiagnosticArray holding one status; ``values`` become key/value strings."""
+    status = DiagnosticStatus(level=level, name=name, message=message,
+                              hardware_id=hardware_id,
+                              values=[KeyValue(key=k, value=_text(v)) for k, v in values.items()])
+    return DiagnosticArray(header=copy_header(header), status=[status])
+
+
+def overlay(image, amap, scale, alpha=0.5):
+    """Blend the anomaly map as a JET heatmap over the image; returns (H, W, 3) uint8 RGB.
+
+    Map values are divided by ``scale`` (twice the threshold puts the threshold mid-range,
+    green) and clipped to [0, 1]; a non-positive scale falls back to the map's maximum.
+    """
+    if scale <= 0:
+        scale = max(float(amap.max()), 1e-12)
+    level = np.clip(amap / scale, 0.0, 1.0)
+    heat = cv2.applyColorMap(np.round(level * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    heat = cv2.cvtColor(heat, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+    return np.round(((1.0 - alpha) * image + alpha * heat) * 255).astype(np.uint8)
+
+
+def intrinsics_for(width, height, scene_K, scene_size, camera_info=None):
+    """K for an image of ``width`` x ``height``: camera_info's, else the scene's, rescaled.
+
+    ``camera_info`` is (K (3, 3), (w, h)) from the last CameraInfo or None; its K is rescaled
+    when the image size differs from the one it was calibrated for.
+    """
+    K, size = (scene_K, scene_size) if camera_info is None else camera_info
+    if tuple(size) == (width, height):
+        return np.asarray(K, dtype=np.float64)
+    return cameras.scale_intrinsics(K, size, (width, height))
+
+
+def camera_info_intrinsics(msg):
+    """(K, (w, h)) of a sensor_msgs/CameraInfo; raises ValueError for an unusable one."""
+    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    if msg.width <= 0 or msg.height <= 0:
+        raise ValueError(f'camera_info: size {msg.width}x{msg.height} is empty')
+    if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0 or K[2, 2] != 1.0:
+        raise ValueError('camera_info: k is not a calibrated pinhole matrix '
+                         '(positive fx, fy and k[8] = 1)')
+    return K, (int(msg.width), int(msg.height))
+
+
+def _text(value):
+    """Diagnostic value text: floats with full precision (repr), the rest as str."""
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    return str(value)

@@ -1,0 +1,471 @@
+"""The inspector node over real rclpy and DDS, on the small synthetic scene.
+
+Traffic stays on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) in a domain derived
+from the process id. One node runs in-process for the module (executor in a thread); one
+test starts the ``inspector`` console script as a subprocess.
+"""
+import io
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import psutil
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PoseStamped
+from PIL import Image as PilImage
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+
+from igspad_ros.core import cameras
+from igspad_ros.core.inspector import InspectorConfig, prepare_scene_artifacts
+from igspad_ros.core.scene import read_scene_meta, sidecar_path
+from igspad_ros.data.bags import pose_to_viewmat
+from igspad_ros.data.image_encoding import decode_image, encode_image
+from igspad_ros.ros import conversions
+from igspad_ros.ros.flow import FrameQueue
+from igspad_ros.ros.inspector_node import PARAMETERS, InspectorNode, _inspector_config
+
+IGS_STEPS = 10            # small: node tests check plumbing and verdicts, not pose accuracy
+SHORTLIST = 4
+CALIBRATION_VIEWS = 3
+OUTPUTS = {'anomaly_map': Image, 'overlay': Image, 'rendered': Image,
+           'object_pose': PoseStamped, 'verdict': DiagnosticArray}
+_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
+                  reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+CONSOLE_SCRIPT = Path(sys.executable).with_name('inspector')
+
+
+@pytest.fixture(scope='module')
+def ros_env():
+    """Local-only discovery in a domain of this process; restores the environment after."""
+    keys = ('ROS_DOMAIN_ID', 'ROS_AUTOMATIC_DISCOVERY_RANGE')
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ['ROS_DOMAIN_ID'] = str(20 + os.getpid() % 80)
+    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    yield dict(os.environ)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+class Probe(Node):
+    """Publishes camera images and collects every output of one inspector by stamp."""
+
+    def __init__(self, context, inspector='/inspector', image_topic='/image', name='probe'):
+        """Create the image publishers and the output subscriptions."""
+        super().__init__(name, context=context)
+        self.cond = threading.Condition()
+        self.got = {}            # stamp ns -> {output name: message}
+        self.health = []         # /diagnostics messages of the inspector
+        self.image_pub = self.create_publisher(Image, image_topic, _QOS)
+        self.compressed_pub = self.create_publisher(CompressedImage,
+                                                    image_topic + '/compressed', _QOS)
+        self.info_pub = self.create_publisher(CameraInfo, '/camera_info', _QOS)
+        for name, kind in OUTPUTS.items():
+            self.create_subscription(kind, f'{inspector}/{name}', self._keep(name), _QOS)
+        self.create_subscription(DiagnosticArray, '/diagnostics', self._on_health, _QOS)
+
+    def _keep(self, name):
+        def receive(msg):
+            with self.cond:
+                self.got.setdefault(_ns(msg.header.stamp), {})[name] = msg
+                self.cond.notify_all()
+        return receive
+
+    def _on_health(self, msg):
+        with self.cond:
+            if msg.status and msg.status[0].name.endswith('inspector: health'):
+                self.health.append((time.monotonic(), _values(msg.status[0])))
+                self.cond.notify_all()
+
+    def wait(self, predicate, timeout):
+        """Wait until ``predicate()`` holds (under the lock); returns its last value."""
+        with self.cond:
+            return self.cond.wait_for(predicate, timeout)
+
+    def outputs(self, stamp, timeout=180.0):
+        """All five outputs of the image with ``stamp``; fails the test after ``timeout``."""
+        ok = self.wait(lambda: len(self.got.get(stamp, {})) == len(OUTPUTS), timeout)
+        assert ok, f'outputs of {stamp}: only {sorted(self.got.get(stamp, {}))} arrived'
+        with self.cond:
+            return dict(self.got[stamp])
+
+    def send(self, image, encoding, stamp, frame_id='camera_optical_frame'):
+        """Publish a numpy image with the given stamp (ns)."""
+        self.image_pub.publish(conversions.image_msg(image, encoding, _header(stamp, frame_id)))
+
+
+def _ns(stamp):
+    return stamp.sec * 10**9 + stamp.nanosec
+
+
+def _header(stamp, frame_id='camera_optical_frame'):
+    msg = Header(frame_id=frame_id)
+    msg.stamp.sec, msg.stamp.nanosec = divmod(int(stamp), 10**9)
+    return msg
+
+
+def _values(status):
+    return {kv.key: kv.value for kv in status.values}
+
+
+def _wait_subscribed(publisher, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while publisher.get_subscription_count() == 0:
+        assert time.monotonic() < deadline, f'nobody subscribes to {publisher.topic_name}'
+        time.sleep(0.05)
+
+
+def _until_answered(probe, publish, stamp, attempts=12, wait=10.0):
+    """Publish stamps ``stamp``, ``stamp + 1``, ... until one is answered.
+
+    The input is best effort, and right after discovery the publisher may see the node
+    before the node has matched the publisher, so the very first samples can be lost.
+    """
+    for k in range(attempts):
+        publish(stamp + k)
+        if probe.wait(lambda: any('verdict' in probe.got.get(stamp + j, {})
+                                  for j in range(k + 1)), wait):
+            return
+    pytest.fail(f'no answer to {attempts} images published {wait:.0f} s apart')
+
+
+@pytest.fixture(scope='module')
+def scene_path(trained_scene_path, synthetic_category, tmp_path_factory):
+    """A copy of the shared scene with its index and a threshold calibrated for IGS_STEPS."""
+    target = tmp_path_factory.mktemp('node_scene') / 'scene.ply'
+    shutil.copy(trained_scene_path, target)
+    shutil.copy(sidecar_path(trained_scene_path, 'meta'), sidecar_path(target, 'meta'))
+    settings = {name: spec[0] for name, spec in PARAMETERS.items()}
+    settings.update(igs_steps=IGS_STEPS, retrieval_shortlist=SHORTLIST)
+    config = replace(_inspector_config(settings), calibration_views=CALIBRATION_VIEWS)
+    prepare_scene_artifacts(target, synthetic_category, config, device='cpu')
+    return target
+
+
+@pytest.fixture(scope='module')
+def graph(ros_env, scene_path, synthetic_category):
+    """(node, probe) spinning in one executor thread in a context of their own."""
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    overrides = [Parameter('scene_path', value=str(scene_path)),
+                 Parameter('igs_steps', value=IGS_STEPS),
+                 Parameter('retrieval_shortlist', value=SHORTLIST),
+                 Parameter('device', value='cpu'),
+                 Parameter('diagnostics_period', value=0.25)]
+    node = InspectorNode(context=context, parameter_overrides=overrides)
+    probe = Probe(context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    executor.add_node(probe)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    _wait_subscribed(probe.image_pub)
+    good = next(t for t in synthetic_category.test if t.defect_type == 'good').image
+    _until_answered(probe, lambda stamp: probe.send(good, 'rgb8', stamp), 900_000_000)
+    yield node, probe
+    executor.shutdown()
+    node.destroy_node()
+    probe.destroy_node()
+    rclpy.shutdown(context=context)
+    spinner.join(10)
+
+
+@pytest.fixture(scope='module')
+def images(synthetic_category):
+    """(defective image with the largest mask, a good image) of the synthetic category."""
+    tests = synthetic_category.test
+    defective = max(tests, key=lambda t: int(t.mask.sum()))
+    good = next(t for t in tests if t.defect_type == 'good')
+    assert defective.mask.sum() > 0
+    return defective.image, good.image
+
+
+def _send_and_check(probe, image, stamp, frame_id='cam_A'):
+    """Publish ``image``; check every output's header and shape; return the verdict status."""
+    height, width = image.shape[:2]
+    probe.send(image, 'rgb8', stamp, frame_id)
+    out = probe.outputs(stamp)
+    for name, msg in out.items():
+        assert _ns(msg.header.stamp) == stamp, name
+        assert msg.header.frame_id == frame_id, name
+    amap = decode_image(out['anomaly_map'])
+    assert out['anomaly_map'].encoding == '32FC1'
+    assert amap.shape == (height, width) and np.isfinite(amap).all() and amap.max() > 0
+    for name in ('overlay', 'rendered'):
+        assert (out[name].encoding, out[name].height, out[name].width) == (
+            'rgb8', height, width), name
+    q = out['object_pose'].pose.orientation
+    assert abs(q.x ** 2 + q.y ** 2 + q.z ** 2 + q.w ** 2 - 1.0) < 1e-9
+    assert out['object_pose'].pose.position.z > 0          # the object lies in front
+    status = out['verdict'].status
+    assert len(status) == 1
+    values = {k: float(v) for k, v in _values(status[0]).items()}
+    assert set(values) >= {'image_score', 'threshold', 'pose_residual', 'latency_ms'}
+    assert values['latency_ms'] >= values['inference_ms'] > 0
+    assert (status[0].level == DiagnosticStatus.ERROR) == (
+        values['image_score'] > values['threshold'])
+    return status[0].level, values
+
+
+def test_outputs_copy_the_header_and_verdicts_separate_defect_from_normal(
+        graph, images, scene_path):
+    node, probe = graph
+    defective, good = images
+    calibrated = read_scene_meta(scene_path)['thresholds'][node.settings['extractor']]
+    level_g, good_values = _send_and_check(probe, good, 1_000_000_001)
+    level_d, defect_values = _send_and_check(probe, defective, 1_000_000_002)
+    # with the scene's calibrated threshold the normal image is normal
+    assert good_values['threshold'] == pytest.approx(calibrated)
+    assert level_g == DiagnosticStatus.OK
+    # the defect scores above the normal image; a live threshold between them flags it
+    score_d, score_g = defect_values['image_score'], good_values['image_score']
+    assert score_d > score_g
+    middle = 0.5 * (score_d + score_g)
+    node.set_parameters([Parameter('threshold', value=middle)])
+    try:
+        level_d, defect_values = _send_and_check(probe, defective, 1_000_000_003)
+    finally:
+        node.set_parameters([Parameter('threshold', value=0.0)])
+    assert defect_values['threshold'] == pytest.approx(middle)
+    assert defect_values['image_score'] == pytest.approx(score_d, rel=1e-4)
+    assert level_d == DiagnosticStatus.ERROR
+
+
+def test_any_size_and_encoding_is_served(graph, images):
+    node, probe = graph
+    _, good = images
+    big = cv2.resize(good, (96, 80), interpolation=cv2.INTER_LINEAR)
+    cases = [('bgr8', big), ('mono8', good.mean(axis=2))]
+    for k, (encoding, image) in enumerate(cases):
+        stamp = 2_000_000_000 + k
+        probe.send(image, encoding, stamp)
+        amap = probe.outputs(stamp)['anomaly_map']
+        assert (amap.height, amap.width) == image.shape[:2], encoding
+
+
+def test_flood_in_latest_mode_drops_what_arrives_while_busy(graph, images):
+    node, probe = graph
+    _, good = images
+    process = psutil.Process()
+    for k in range(3):   # warm-up, so allocator caches are in place before measuring
+        probe.send(good, 'rgb8', 3_000_000_000 + k)
+    probe.outputs(3_000_000_002)
+    with probe.cond:
+        start_processed = node.stats['processed']
+        start_dropped = node.dropped
+        reports_before = len(probe.health)
+    rss_before = process.memory_info().rss
+    published = 200
+    start = time.monotonic()
+    for k in range(published):
+        time.sleep(max(0.0, start + k / 30.0 - time.monotonic()))
+        probe.send(good, 'rgb8', 4_000_000_000 + k)
+    flood_s = time.monotonic() - start
+    # settled: everything published is either processed or dropped, and reported so
+    settled = probe.wait(lambda: probe.health and int(probe.health[-1][1]['processed'])
+                         + int(probe.health[-1][1]['dropped'])
+                         == start_processed + start_dropped + published, 120)
+    assert settled, f'last health report: {probe.health[-1][1]}'
+    values = probe.health[-1][1]
+    processed = int(values['processed']) - start_processed
+    dropped = int(values['dropped']) - start_dropped
+    assert processed >= 1 and dropped == published - processed
+    assert int(values['queue_depth']) == 0
+    # exactly the processed frames answered (their outputs may still be on the way)
+    assert probe.wait(lambda: sum(len(probe.got.get(4_000_000_000 + k, {})) == len(OUTPUTS)
+                                  for k in range(published)) == processed, 60)
+    # the executor stayed responsive: health kept coming every 0.25 s during the flood
+    assert len(probe.health) - reports_before >= 0.5 * flood_s / 0.25
+    growth_mb = (process.memory_info().rss - rss_before) / 2**20
+    assert growth_mb < 40, f'resident memory grew by {growth_mb:.1f} MiB over the flood'
+    probe.send(good, 'rgb8', 5_000_000_000)      # and it is still alive
+    assert _ns(probe.outputs(5_000_000_000)['verdict'].header.stamp) == 5_000_000_000
+
+
+def _malformed(good, k):
+    fields = encode_image(good, 'rgb8')
+    msg = Image(header=_header(6_000_000_000 + k), height=fields['height'],
+                width=fields['width'], encoding='rgb8', step=fields['step'],
+                data=list(fields['data']))
+    kind = k % 5
+    if kind == 0:
+        msg.encoding = 'yuv422'
+    elif kind == 1:
+        msg.data = msg.data[:len(msg.data) // 2]
+    elif kind == 2:
+        msg.height = msg.width = 0
+    elif kind == 3:
+        msg.height, msg.width = 100000, 100000
+    else:
+        values = np.full(good.shape[:2], np.nan, np.float32)
+        msg.encoding, msg.step, msg.data = '32FC1', good.shape[1] * 4, values.tobytes()
+    return msg
+
+
+def test_malformed_images_are_counted_and_the_node_keeps_serving(graph, images):
+    node, probe = graph
+    _, good = images
+    rejected_before = node.stats['rejected']
+    for k in range(50):
+        probe.image_pub.publish(_malformed(good, k))
+        time.sleep(0.003)
+    assert probe.wait(lambda: node.stats['rejected'] - rejected_before == 50, 30), \
+        f'{node.stats["rejected"] - rejected_before} of 50 rejected'
+    assert not any(6_000_000_000 + k in probe.got for k in range(50))
+    # decodable but too small for the Inspector: the inspection fails, is counted, no output
+    failed_before = node.stats['failed']
+    probe.send(good[:4, :4], 'rgb8', 6_500_000_000)
+    assert probe.wait(lambda: node.stats['failed'] == failed_before + 1, 30)
+    probe.send(good, 'rgb8', 7_000_000_000)
+    probe.outputs(7_000_000_000)
+    assert 6_500_000_000 not in probe.got
+    assert probe.wait(lambda: int(probe.health[-1][1]['rejected']) == rejected_before + 50
+                      and int(probe.health[-1][1]['failed']) == failed_before + 1, 10)
+
+
+def test_camera_info_sets_the_intrinsics_used(graph, images):
+    node, probe = graph
+    _, good = images
+    height, width = good.shape[:2]
+    K = np.array([[70.0, 0.0, 31.0], [0.0, 72.0, 33.0], [0.0, 0.0, 1.0]])
+    info = CameraInfo(header=_header(8_000_000_000), width=width, height=height,
+                      k=K.reshape(-1).tolist())
+    probe.info_pub.publish(info)
+    assert probe.wait(lambda: node._camera_info is not None, 10)
+    np.testing.assert_array_equal(node._camera_info[0], K)
+    half = conversions.intrinsics_for(width // 2, height // 2, None, None, node._camera_info)
+    np.testing.assert_allclose(half, cameras.scale_intrinsics(K, (width, height),
+                                                              (width // 2, height // 2)))
+    assert half[0, 0] == 35.0 and half[1, 2] == 16.5
+
+
+def test_frame_queue_latest_keeps_newest_all_keeps_order_up_to_its_bound():
+    latest = FrameQueue('latest')
+    for k in range(5):
+        latest.put(k)
+    assert latest.get(0) == 4 and latest.get(0.01) is None
+    assert (latest.received, latest.dropped, latest.taken) == (5, 4, 1)
+    every = FrameQueue('all', maxsize=3)
+    assert [every.put(k) for k in range(5)] == [True, True, True, False, False]
+    assert [every.get(0) for _ in range(3)] == [0, 1, 2]
+    assert (every.received, every.dropped, every.taken, every.depth) == (5, 2, 3, 0)
+    every.close()
+    assert every.get() is None and not every.put(9)
+    with pytest.raises(ValueError, match='queue_mode'):
+        FrameQueue('sometimes')
+
+
+def test_conversions_pose_overlay_and_compressed_input():
+    viewmat = cameras.look_at((1.0, -3.0, 2.0))
+    np.testing.assert_allclose(pose_to_viewmat(conversions.pose_msg(viewmat, _header(1)).pose),
+                               viewmat, atol=1e-12)
+    amap = np.array([[0.0, 0.2, 0.4]], np.float32)
+    blended = conversions.overlay(np.ones((1, 3, 3), np.float32), amap, scale=0.4, alpha=1.0)
+    np.testing.assert_array_equal(blended[0, 0], [0, 0, 128])     # JET: low = dark blue
+    np.testing.assert_array_equal(blended[0, 2], [128, 0, 0])     # high = dark red
+    image = np.random.default_rng(0).integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    png = io.BytesIO()
+    PilImage.fromarray(image).save(png, format='PNG')
+    msg = CompressedImage(format='png', data=png.getvalue())
+    np.testing.assert_array_equal(conversions.image_from_compressed(msg, 64),
+                                  image.astype(np.float32) / 255)
+    with pytest.raises(ValueError, match='larger than the 4 px'):
+        conversions.image_from_compressed(msg, 4)
+    # a small PNG whose header claims a huge size is refused before decompressing
+    for side, reason in ((9000, 'larger than the 8192 px'), (100000, 'not a readable')):
+        ihdr = b'IHDR' + side.to_bytes(4, 'big') * 2 + png.getvalue()[24:29]
+        bomb = (png.getvalue()[:12] + ihdr + zlib.crc32(ihdr).to_bytes(4, 'big')
+                + png.getvalue()[33:])
+        with pytest.raises(ValueError, match=reason):
+            conversions.image_from_compressed(CompressedImage(format='png', data=bomb), 8192)
+
+
+def test_parameter_defaults_are_the_inspectors_and_steps_keep_the_paper_schedule():
+    settings = {name: spec[0] for name, spec in PARAMETERS.items()}
+    assert _inspector_config(settings) == InspectorConfig()
+    settings.update(igs_steps=30, igs_lr=0.02, mps=False, threshold=0.4)
+    config = _inspector_config(settings)
+    assert (config.igs.steps, config.igs.lr_decay_step, config.igs.mps) == (30, 20, False)
+    assert config.igs.lr_final == pytest.approx(0.1 * config.igs.lr) and config.threshold == 0.4
+
+
+def test_out_of_range_and_unknown_parameter_values_are_refused(ros_env):
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    try:
+        for name, value, error in (('igs_steps', 0, rclpy.exceptions.ParameterException),
+                                   ('overlay_alpha', 1.5, rclpy.exceptions.ParameterException),
+                                   ('queue_mode', 'sometimes', ValueError),
+                                   ('scene_path', '', ValueError)):
+            with pytest.raises(error, match=name):
+                InspectorNode(context=context,
+                              parameter_overrides=[Parameter(name, value=value)])
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def test_console_script_serves_in_all_mode_and_refuses_a_missing_scene(
+        ros_env, scene_path, images, tmp_path):
+    _, good = images
+    bad = subprocess.run([str(CONSOLE_SCRIPT), '--ros-args', '-p',
+                          f'scene_path:={tmp_path / "missing.ply"}'],
+                         env=ros_env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count('\n') == 0 and 'missing' in bad.stderr
+    proc = subprocess.Popen(
+        [str(CONSOLE_SCRIPT), '--ros-args', '-r', '__ns:=/sub', '-p',
+         f'scene_path:={scene_path}', '-p', f'igs_steps:={IGS_STEPS}',
+         '-p', f'retrieval_shortlist:={SHORTLIST}',
+         '-p', 'queue_mode:=all', '-p', 'device:=cpu', '-p', 'compressed:=true'],
+        env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    probe = Probe(context, inspector='/sub/inspector', image_topic='/sub/image',
+                  name='probe_sub')
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(probe)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        _wait_subscribed(probe.compressed_pub, timeout=90)
+        png = io.BytesIO()
+        PilImage.fromarray(np.round(good * 255).astype(np.uint8)).save(png, format='PNG')
+
+        def publish(stamp):
+            probe.compressed_pub.publish(CompressedImage(header=_header(stamp), format='png',
+                                                         data=png.getvalue()))
+
+        _until_answered(probe, publish, 8_900_000_000)
+        stamps = [9_000_000_000 + k for k in range(2)]
+        for stamp in stamps:      # a burst: 'all' mode must answer every one
+            publish(stamp)
+        for stamp in stamps:
+            out = probe.outputs(stamp)
+            assert decode_image(out['anomaly_map']).shape == good.shape[:2]
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0]
+        print(output)     # shown by pytest when the test fails
+        executor.shutdown()
+        probe.destroy_node()
+        rclpy.shutdown(context=context)
+        spinner.join(10)
+    assert proc.returncode in (0, -15), output
