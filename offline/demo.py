@@ -26,7 +26,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', type=Path, default=Path('demo_out'), help='work folder')
     parser.add_argument('--size', type=int, default=128, help='image size in px (128)')
-    parser.add_argument('--n-test', type=int, default=20, help='test images (20)')
+    parser.add_argument('--n-test', type=int, default=40, help='test images (40)')
     parser.add_argument('--iters', type=int, default=1000, help='training steps on CPU (1000)')
     parser.add_argument('--steps', type=int, default=60, help='IGS steps per image (60)')
     args = parser.parse_args(argv)

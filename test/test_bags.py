@@ -8,6 +8,7 @@ import yaml
 from rosbags.rosbag2 import Reader, Writer
 from rosbags.rosbag2.enums import StoragePlugin
 
+from igspad_ros.core import cameras
 from igspad_ros.data import bags
 from igspad_ros.data.mad import load_category
 
@@ -95,7 +96,7 @@ def test_messages_are_standard_ros_messages(test_split, tmp_path):
     assert set(np.unique(np.frombuffer(bytes(mask.data), np.uint8))) <= {0, 255}
     assert first['/mad/defect_type'].data == test.defect_type
     np.testing.assert_array_equal(np.reshape(first['/camera/camera_info'].k, (3, 3)),
-                                  test_split.K)
+                                  cameras.k_to_ros(test_split.K))
 
 
 def test_never_overwrites(test_split, tmp_path):

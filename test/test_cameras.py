@@ -96,3 +96,11 @@ def test_pose_errors_of_perturbation():
     assert cameras.rotation_error_deg(moved, view) == pytest.approx(10.0, abs=1e-9)
     assert cameras.translation_error_rel(moved, view) == pytest.approx(0.1, abs=1e-9)
     assert cameras.rotation_error_deg(view, view) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ros_camera_info_k_shifts_principal_point_half_a_pixel():
+    K = cameras.intrinsics_from_fov(0.6911, 64, 48)
+    ros = cameras.k_to_ros(K)
+    np.testing.assert_allclose(ros[:2, 2], [31.5, 23.5])
+    np.testing.assert_allclose(ros[[0, 1], [0, 1]], K[[0, 1], [0, 1]])
+    np.testing.assert_allclose(cameras.k_from_ros(ros.reshape(-1).tolist()), K)

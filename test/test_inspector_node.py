@@ -349,11 +349,12 @@ def test_camera_info_sets_the_intrinsics_used(graph, images):
                       k=K.reshape(-1).tolist())
     probe.info_pub.publish(info)
     assert probe.wait(lambda: node._camera_info is not None, 10)
-    np.testing.assert_array_equal(node._camera_info[0], K)
+    # CameraInfo puts pixel centres at integers; the node works in pixel-edge coordinates.
+    np.testing.assert_array_equal(node._camera_info[0], cameras.k_from_ros(K))
     half = conversions.intrinsics_for(width // 2, height // 2, None, None, node._camera_info)
-    np.testing.assert_allclose(half, cameras.scale_intrinsics(K, (width, height),
-                                                              (width // 2, height // 2)))
-    assert half[0, 0] == 35.0 and half[1, 2] == 16.5
+    np.testing.assert_allclose(half, cameras.scale_intrinsics(
+        cameras.k_from_ros(K), (width, height), (width // 2, height // 2)))
+    assert half[0, 0] == 35.0 and half[1, 2] == 16.75
 
 
 def test_frame_queue_latest_keeps_newest_all_keeps_order_up_to_its_bound():

@@ -45,6 +45,24 @@ def scale_intrinsics(K, from_size, to_size):
     return S @ np.asarray(K, dtype=np.float64)
 
 
+def k_to_ros(K):
+    """K in our pixel-edge convention -> K of a ROS CameraInfo (pixel centres at integers).
+
+    ROS (and OpenCV calibration) place the centre of pixel (0, 0) at (0, 0); gsplat and
+    this package at (0.5, 0.5). The principal point moves by half a pixel.
+    """
+    K = np.array(K, dtype=np.float64).reshape(3, 3)
+    K[:2, 2] -= 0.5
+    return K
+
+
+def k_from_ros(K):
+    """K of a ROS CameraInfo (pixel centres at integers) -> our pixel-edge convention."""
+    K = np.array(K, dtype=np.float64).reshape(3, 3)
+    K[:2, 2] += 0.5
+    return K
+
+
 def blender_c2w_to_viewmat(c2w):
     """Blender/OpenGL camera-to-world (4x4) -> OpenCV world-to-camera viewmat (4x4)."""
     c2w = np.asarray(c2w, dtype=np.float64)

@@ -28,6 +28,7 @@ from rosbags.rosbag2.enums import StoragePlugin
 from rosbags.typesys import Stores, get_typestore
 from scipy.spatial.transform import Rotation
 
+from igspad_ros.core import cameras
 from igspad_ros.data.image_encoding import ImageEncodingError, decode_image, encode_image
 
 IMAGE_TOPIC = '/camera/image_raw'
@@ -104,9 +105,9 @@ def image_message(image, encoding, stamp_ns, frame_id=FRAME_ID):
 
 
 def camera_info_message(K, width, height, stamp_ns, frame_id=FRAME_ID):
-    """Return a sensor_msgs/CameraInfo (Jazzy store): pinhole K, no distortion, P = [K|0]."""
+    """Return a sensor_msgs/CameraInfo (Jazzy store): K in ROS convention, P = [K|0]."""
     types = typestore().types
-    K = np.asarray(K, dtype=np.float64).reshape(3, 3)
+    K = cameras.k_to_ros(K)
     P = np.hstack([K, np.zeros((3, 1))])
     roi = types['sensor_msgs/msg/RegionOfInterest'](0, 0, 0, 0, False)
     return types[CAMERA_INFO_TYPE](
@@ -255,7 +256,7 @@ def _record(path, stamp, topics):
                              f'but its image is {image.shape[1]}x{image.shape[0]}')
     K = None
     if CAMERA_INFO_TOPIC in topics:
-        K = np.asarray(topics[CAMERA_INFO_TOPIC].k, dtype=np.float64).reshape(3, 3)
+        K = cameras.k_from_ros(topics[CAMERA_INFO_TOPIC].k)
     rel_path = f'stamp_{stamp}'
     if IMAGE_PATH_TOPIC in topics:
         rel_path = topics[IMAGE_PATH_TOPIC].data

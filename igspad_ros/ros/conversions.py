@@ -122,8 +122,11 @@ def intrinsics_for(width, height, scene_K, scene_size, camera_info=None):
 
 
 def camera_info_intrinsics(msg):
-    """(K, (w, h)) of a sensor_msgs/CameraInfo; raises ValueError for an unusable one."""
-    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    """(K, (w, h)) of a sensor_msgs/CameraInfo; raises ValueError for an unusable one.
+
+    The returned K is in this package's pixel-edge convention (``cameras.k_from_ros``).
+    """
+    K = cameras.k_from_ros(msg.k)
     if msg.width <= 0 or msg.height <= 0:
         raise ValueError(f'camera_info: size {msg.width}x{msg.height} is empty')
     if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0 or K[2, 2] != 1.0:

@@ -26,6 +26,7 @@ from rosbags.rosbag2 import Writer
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from igspad_ros.core import cameras
 from igspad_ros.core.evaluation import ImageOutcome, category_report, save_gallery_image
 from igspad_ros.core.features import DEFAULT_EXTRACTOR
 from igspad_ros.core.inspector import STAGES
@@ -85,8 +86,8 @@ def image_to_ros(image, encoding, stamp, frame_id=bags.FRAME_ID):
 
 
 def camera_info_to_ros(K, width, height, stamp, frame_id=bags.FRAME_ID):
-    """Return an rclpy sensor_msgs/CameraInfo with K, no distortion and P = [K|0]."""
-    K = np.asarray(K, dtype=np.float64).reshape(3, 3)
+    """Return an rclpy sensor_msgs/CameraInfo with K (ROS convention), P = [K|0]."""
+    K = cameras.k_to_ros(K)
     return CameraInfo(header=ros_header(stamp, frame_id), height=int(height), width=int(width),
                       distortion_model='plumb_bob', d=[0.0] * 5, k=K.reshape(-1).tolist(),
                       r=np.eye(3).reshape(-1).tolist(),
