@@ -18,7 +18,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import HistoryPolicy, QoSProfile, qos_profile_sensor_data
 from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import Image
 
@@ -80,9 +80,13 @@ class EchoInspector(Node):
         super().__init__('inspector', context=context)
         self.drop = set(drop)
         self.declare_parameter('device', 'cpu')
-        self.pubs = {name: self.create_publisher(kind, f'~/{name}', 10)
+        self.pubs = {name: self.create_publisher(kind, f'~/{name}', 100)
                      for name, kind in OUTPUT_TYPES.items()}
-        self.create_subscription(Image, 'image', self.on_image, qos_profile_sensor_data)
+        # as the inspector in queue_mode all: SensorData QoS, deep enough for the whole burst
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                         reliability=qos_profile_sensor_data.reliability,
+                         durability=qos_profile_sensor_data.durability)
+        self.create_subscription(Image, 'image', self.on_image, qos)
 
     def on_image(self, msg):
         """Publish all five outputs with the input's header."""
