@@ -1,17 +1,22 @@
 #!/usr/bin/env python3
 """IGS ablation on a synthetic category: pose error of retrieval, IGS, MPS, multi-hypothesis.
 
-bench/igs_ablation.py --data CATDIR --scene SCENE.ply [--per-type N] [--json OUT.json]
+bench/igs_ablation.py --data CATDIR --scene SCENE.ply [--per-type N] [--workers W]
+                      [--json OUT.json]
 
 For each test image with a ground-truth pose (test_poses.json) it runs four methods from
 the same retrieval result: the retrieved view's pose alone, IGS without MPS, IGS with MPS
 (paper 3.2.3), and IGS with MPS from several retrieved views at once. It prints one table
 (median rotation error, median translation error as a fraction of the camera distance,
-success rate at < 2 degrees, seconds per image) split by defect type.
+success rate at < 2 degrees, seconds per image) split by defect type. With ``--workers``
+the images are shared among that many processes (one torch thread each, the retrieval
+index built once); seconds per image are then measured with the other workers running.
 """
 import argparse
 import json
+import multiprocessing
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -43,7 +48,9 @@ def build_parser():
     parser.add_argument('--lr-decay-step', type=int, default=200)
     parser.add_argument('--hypotheses', type=int, default=3)
     parser.add_argument('--shortlist', type=int, default=16)
-    parser.add_argument('--threads', type=int, default=1, help='torch threads')
+    parser.add_argument('--threads', type=int, default=1, help='torch threads per process')
+    parser.add_argument('--workers', type=int, default=1,
+                        help='processes sharing the images (one per free core)')
     parser.add_argument('--json', type=Path, help='write per-image results here')
     return parser
 
@@ -51,11 +58,15 @@ def build_parser():
 def main(argv=None):
     """Run the ablation and print the table."""
     args = build_parser().parse_args(argv)
+    if args.workers < 1 or args.hypotheses < 1 or args.steps < 1:
+        print('igs_ablation: --workers, --hypotheses and --steps must be at least 1',
+              file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     try:
         meta = read_scene_meta(args.scene)
         category = load_category(args.data, size=int(meta['width']))
-        scene = GaussianScene.load_ply(args.scene)
+        GaussianScene.load_ply(args.scene)
     except (ValueError, OSError, KeyError) as err:
         print(f'igs_ablation: {err}', file=sys.stderr)
         return 2
@@ -68,26 +79,20 @@ def main(argv=None):
     views = category.train
     index = RetrievalIndex.build([v.image for v in views], [v.viewmat for v in views], matcher,
                                  shortlist=args.shortlist, progress=_bar('index'))
-    base = IGSConfig(steps=args.steps, lr_decay_step=args.lr_decay_step)
-    configs = {'igs': replace(base, mps=False), 'igs+mps': base,
-               'igs+mps+multi': replace(base, n_hypotheses=args.hypotheses)}
-    rows = []
-    for test in _bar('images')(tests):
-        t0 = time.perf_counter()
-        feats = matcher.extract(test.image)
-        cands = index.query_features(feats, top_k=args.hypotheses, min_angle_deg=30.0)
-        t_ret = time.perf_counter() - t0
-        row = {'path': test.rel_path, 'defect_type': test.defect_type}
-        row['retrieval'] = _errors(cands[0].viewmat, test.true_viewmat, t_ret)
-        for name, config in configs.items():
-            starts = np.stack([c.viewmat for c in cands[:config.n_hypotheses]])
-            t0 = time.perf_counter()
-            est = invert_pose(scene, test.image, starts, category.K, config, matcher=matcher,
-                              test_features=feats)
-            row[name] = _errors(est.viewmat, test.true_viewmat,
-                                t_ret + time.perf_counter() - t0)
-            row[name]['steps'] = est.steps
-        rows.append(row)
+    with tempfile.TemporaryDirectory() as tmp:
+        index_path = Path(tmp) / 'index.npz'
+        index.save(index_path)
+        paths = [t.rel_path for t in tests]
+        if args.workers == 1:
+            _init_worker(args, index_path)
+            rows = [_run_image(p) for p in _bar('images')(paths)]
+        else:
+            with multiprocessing.get_context('spawn').Pool(
+                    args.workers, _init_worker, (args, index_path)) as pool:
+                rows = list(_bar('images')(pool.imap_unordered(_run_image, paths),
+                                           total=len(paths)))
+    by_path = {row['path']: row for row in rows}
+    rows = [by_path[p] for p in paths]
     print(markdown(rows))
     if args.json:
         args.json.write_text(json.dumps({'args': {k: str(v) for k, v in vars(args).items()},
@@ -95,6 +100,46 @@ def main(argv=None):
     ok = np.mean([r['igs+mps']['rot_deg'] < SUCCESS_DEG for r in rows])
     print(f'igs_ablation: {len(rows)} images, IGS+MPS success {100 * ok:.0f} %')
     return 0
+
+
+_WORKER = {}   # what one process needs for every image: set by _init_worker
+
+
+def _init_worker(args, index_path):
+    """Load the scene, category, matcher and retrieval index once per process."""
+    torch.set_num_threads(args.threads)
+    meta = read_scene_meta(args.scene)
+    category = load_category(args.data, size=int(meta['width']))
+    matcher = make_matcher(args.matcher)
+    base = IGSConfig(steps=args.steps, lr_decay_step=args.lr_decay_step)
+    _WORKER.update(
+        args=args, K=category.K, tests={t.rel_path: t for t in category.test},
+        scene=GaussianScene.load_ply(args.scene), matcher=matcher,
+        index=RetrievalIndex.load(index_path, matcher, shortlist=args.shortlist),
+        configs={'igs': replace(base, mps=False), 'igs+mps': base,
+                 'igs+mps+multi': replace(base, n_hypotheses=args.hypotheses)})
+
+
+def _run_image(path):
+    """Run every method on the test image ``path``; return its row."""
+    w = _WORKER
+    test, matcher = w['tests'][path], w['matcher']
+    t0 = time.perf_counter()
+    feats = matcher.extract(test.image)
+    cands = w['index'].query_features(feats, top_k=w['args'].hypotheses, min_angle_deg=30.0)
+    t_ret = time.perf_counter() - t0
+    row = {'path': test.rel_path, 'defect_type': test.defect_type}
+    row['retrieval'] = _errors(cands[0].viewmat, test.true_viewmat, t_ret)
+    for name, config in w['configs'].items():
+        starts = np.stack([c.viewmat for c in cands[:config.n_hypotheses]])
+        t0 = time.perf_counter()
+        est = invert_pose(w['scene'], test.image, starts, w['K'], config, matcher=matcher,
+                          test_features=feats)
+        row[name] = _errors(est.viewmat, test.true_viewmat, t_ret + time.perf_counter() - t0)
+        row[name]['steps'] = est.steps
+    print(f'{path}: ' + ', '.join(f'{m} {row[m]["rot_deg"]:.2f} deg' for m in METHODS),
+          file=sys.stderr, flush=True)
+    return row
 
 
 def markdown(rows):
@@ -133,7 +178,8 @@ def _errors(viewmat, true_viewmat, seconds):
 
 
 def _bar(desc):
-    return lambda items: tqdm(items, desc=desc, disable=not sys.stderr.isatty(), leave=False)
+    return lambda items, total=None: tqdm(items, desc=desc, total=total, leave=False,
+                                          disable=not sys.stderr.isatty())
 
 
 if __name__ == '__main__':
