@@ -66,7 +66,7 @@ def main(argv=None):
     try:
         meta = read_scene_meta(args.scene)
         category = load_category(args.data, size=int(meta['width']))
-        GaussianScene.load_ply(args.scene)
+        scene = GaussianScene.load_ply(args.scene)
     except (ValueError, OSError, KeyError) as err:
         print(f'igs_ablation: {err}', file=sys.stderr)
         return 2
@@ -79,16 +79,15 @@ def main(argv=None):
     views = category.train
     index = RetrievalIndex.build([v.image for v in views], [v.viewmat for v in views], matcher,
                                  shortlist=args.shortlist, progress=_bar('index'))
-    with tempfile.TemporaryDirectory() as tmp:
-        index_path = Path(tmp) / 'index.npz'
-        index.save(index_path)
-        paths = [t.rel_path for t in tests]
-        if args.workers == 1:
-            _init_worker(args, index_path)
-            rows = [_run_image(p) for p in _bar('images')(paths)]
-        else:
+    paths = [t.rel_path for t in tests]
+    if args.workers == 1:
+        _setup(args, category, scene, matcher, index)
+        rows = [_run_image(p) for p in _bar('images')(paths)]
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            index.save(Path(tmp) / 'index.npz')   # built once, loaded by every worker
             with multiprocessing.get_context('spawn').Pool(
-                    args.workers, _init_worker, (args, index_path)) as pool:
+                    args.workers, _init_worker, (args, Path(tmp) / 'index.npz')) as pool:
                 rows = list(_bar('images')(pool.imap_unordered(_run_image, paths),
                                            total=len(paths)))
     by_path = {row['path']: row for row in rows}
@@ -106,16 +105,21 @@ _WORKER = {}   # what one process needs for every image: set by _init_worker
 
 
 def _init_worker(args, index_path):
-    """Load the scene, category, matcher and retrieval index once per process."""
+    """Load the scene, category, matcher and retrieval index once per worker process."""
     torch.set_num_threads(args.threads)
     meta = read_scene_meta(args.scene)
     category = load_category(args.data, size=int(meta['width']))
     matcher = make_matcher(args.matcher)
+    index = RetrievalIndex.load(index_path, matcher, shortlist=args.shortlist)
+    _setup(args, category, GaussianScene.load_ply(args.scene), matcher, index)
+
+
+def _setup(args, category, scene, matcher, index):
+    """Keep what every image needs in this process, with the three IGS configurations."""
     base = IGSConfig(steps=args.steps, lr_decay_step=args.lr_decay_step)
     _WORKER.update(
-        args=args, K=category.K, tests={t.rel_path: t for t in category.test},
-        scene=GaussianScene.load_ply(args.scene), matcher=matcher,
-        index=RetrievalIndex.load(index_path, matcher, shortlist=args.shortlist),
+        args=args, K=category.K, tests={t.rel_path: t for t in category.test}, scene=scene,
+        matcher=matcher, index=index,
         configs={'igs': replace(base, mps=False), 'igs+mps': base,
                  'igs+mps+multi': replace(base, n_hypotheses=args.hypotheses)})
 
