@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """IGS ablation on a synthetic category: pose error of retrieval, IGS, MPS, multi-hypothesis.
 
-bench/igs_ablation.py --data CATDIR --scene SCENE.ply [--per-type N] [--workers W]
+bench/igs_ablation.py --data CATDIR --scene SCENE.ply [--per-type N] [--types T,..] [--workers W]
                       [--json OUT.json]
 
 For each test image with a ground-truth pose (test_poses.json) it runs four methods from
@@ -44,6 +44,8 @@ def build_parser():
     parser.add_argument('--matcher', default=DEFAULT_MATCHER, choices=MATCHER_NAMES)
     parser.add_argument('--per-type', type=int, default=3,
                         help='test images per defect type (first ones; 0 = all)')
+    parser.add_argument('--types', default='',
+                        help='comma-separated defect types to run (default: all)')
     parser.add_argument('--steps', type=int, default=300, help='IGS steps (paper: 300)')
     parser.add_argument('--lr-decay-step', type=int, default=200)
     parser.add_argument('--hypotheses', type=int, default=3)
@@ -70,7 +72,9 @@ def main(argv=None):
     except (ValueError, OSError, KeyError) as err:
         print(f'igs_ablation: {err}', file=sys.stderr)
         return 2
-    tests = _pick_tests(category.test, args.per_type)
+    types = {t for t in args.types.split(',') if t}
+    tests = [t for t in _pick_tests(category.test, args.per_type)
+             if not types or t.defect_type in types]
     if not tests:
         print(f'igs_ablation: {args.data}: no test images with ground-truth poses',
               file=sys.stderr)

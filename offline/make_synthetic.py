@@ -24,12 +24,15 @@ def main(argv=None):
     parser.add_argument('--n-test', type=int, default=40,
                         help='test images, split evenly over good/Burrs/Missing/Stains (40)')
     parser.add_argument('--seed', type=int, default=0, help='object and test-set seed (0)')
+    parser.add_argument('--burr-scale', type=float, default=1.0,
+                        help='size of the Burrs defects relative to the default, 0.25-4 (1)')
     args = parser.parse_args(argv)
     start = time.perf_counter()
     bar = tqdm(total=args.n_train + args.n_test, unit='img', disable=not sys.stderr.isatty())
     try:
         root = make_category(args.out, args.category, size=args.size, n_train=args.n_train,
-                             n_test=args.n_test, seed=args.seed, progress=bar.update)
+                             n_test=args.n_test, seed=args.seed, progress=bar.update,
+                             burr_scale=args.burr_scale)
     except (SyntheticConfigError, OSError) as err:
         bar.close()
         print(f'{parser.prog}: error: {err}', file=sys.stderr)

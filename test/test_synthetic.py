@@ -155,11 +155,26 @@ def test_train_subset_is_evenly_spread():
 
 @pytest.mark.parametrize('kwargs, word', [
     ({'size': 0}, 'size'), ({'n_train': 211}, 'n_train'), ({'n_test': -1}, 'n_test'),
-    ({'category': 'a/b'}, 'category')])
+    ({'category': 'a/b'}, 'category'), ({'burr_scale': 5.0}, 'burr_scale')])
 def test_make_category_rejects_bad_arguments(tmp_path, kwargs, word):
     with pytest.raises(synthetic.SyntheticConfigError, match=word):
         synthetic.make_category(tmp_path, **{'size': 32, **kwargs})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_burr_scale_scales_the_burr_geometry():
+    bricks = synthetic.build_object(0)
+    n_perfect = len(synthetic.object_mesh(bricks).tris)
+    viewmat = synthetic.train_viewmats(210)[100]
+
+    def burr_area(scale):
+        tris = synthetic._with_burrs(bricks, viewmat, np.random.default_rng(7), scale).tris
+        extra = tris[n_perfect:]
+        assert len(extra) >= 8
+        return np.linalg.norm(np.cross(extra[:, 1] - extra[:, 0], extra[:, 2] - extra[:, 0]),
+                              axis=1).sum()
+
+    assert burr_area(2.0) == pytest.approx(4.0 * burr_area(1.0), rel=1e-9)
 
 
 def test_make_category_refuses_existing_folder(tmp_path):

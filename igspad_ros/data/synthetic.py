@@ -157,11 +157,12 @@ def train_viewmats(n_train=210):
     return [views[k] for k in keep]
 
 
-def make_test_samples(bricks, K, width, height, n_test, seed=0):
+def make_test_samples(bricks, K, width, height, n_test, seed=0, burr_scale=1.0):
     """Generate the test set: even split over good/Burrs/Missing/Stains, off-grid poses.
 
     A defective view is re-drawn (new pose and defect) until its mask holds at least
-    0.5% of the pixels (at least 6), so every defect is visible.
+    0.5% of the pixels (at least 6), so every defect is visible. ``burr_scale`` multiplies
+    the burrs' size and spread.
     """
     rng = np.random.default_rng([seed, 2])
     perfect = object_mesh(bricks)
@@ -181,7 +182,7 @@ def make_test_samples(bricks, K, width, height, n_test, seed=0):
                 image = _paint_stains(rgb, cover, rng)
             else:
                 mesh = (_without_brick(bricks, rng) if kind == 'Missing'
-                        else _with_burrs(bricks, viewmat, rng))
+                        else _with_burrs(bricks, viewmat, rng, burr_scale))
                 image = _to_u8(render_mesh(mesh, viewmat, K, width, height)[0])
             mask = np.any(image != clean, axis=2)
             if kind == 'good' or mask.sum() >= min_pixels:
@@ -196,14 +197,14 @@ def make_test_samples(bricks, K, width, height, n_test, seed=0):
 
 
 def make_category(out_dir, category='brick', size=800, n_train=210, n_test=40, seed=0,
-                  progress=None):
+                  progress=None, burr_scale=1.0):
     """Write a synthetic MAD-format category to ``out_dir/category`` and return its path.
 
     ``progress``, when given, is called with 1 after each image written. Refuses to
     write into an existing non-empty category folder.
     """
     out_dir = Path(out_dir)
-    _check_args(out_dir, category, size, n_train, n_test)
+    _check_args(out_dir, category, size, n_train, n_test, burr_scale)
     root = out_dir / category
     K = cameras.intrinsics_from_fov(CAMERA_ANGLE_X, size, size)
     bricks = build_object(seed)
@@ -220,7 +221,7 @@ def make_category(out_dir, category='brick', size=800, n_train=210, n_test=40, s
     (root / 'transforms.json').write_text(
         json.dumps({'camera_angle_x': CAMERA_ANGLE_X, 'frames': frames}, indent=1))
     poses = {}
-    for sample in make_test_samples(bricks, K, size, size, n_test, seed):
+    for sample in make_test_samples(bricks, K, size, size, n_test, seed, burr_scale):
         _write_png(root / sample.rel_path, sample.image)
         if sample.defect_type != 'good':
             stem = Path(sample.rel_path).stem
@@ -233,7 +234,9 @@ def make_category(out_dir, category='brick', size=800, n_train=210, n_test=40, s
     return root
 
 
-def _check_args(out_dir, category, size, n_train, n_test):
+def _check_args(out_dir, category, size, n_train, n_test, burr_scale):
+    if not 0.25 <= burr_scale <= 4.0:
+        raise SyntheticConfigError(f'burr_scale must lie in [0.25, 4], got {burr_scale}')
     if not isinstance(size, int) or not 16 <= size <= MAX_SIZE:
         raise SyntheticConfigError(f'size must be an integer in [16, {MAX_SIZE}], got {size}')
     if not isinstance(n_train, int) or not 1 <= n_train <= 210:
@@ -290,8 +293,11 @@ def _without_brick(bricks, rng):
     return object_mesh([b for b in bricks if b is not gone])
 
 
-def _with_burrs(bricks, viewmat, rng):
-    """Mesh with 2-4 small pyramids sticking out of one camera-facing brick side."""
+def _with_burrs(bricks, viewmat, rng, scale=1.0):
+    """Mesh with 2-4 small pyramids sticking out of one camera-facing brick side.
+
+    ``scale`` multiplies their base, height and spread around the anchor point.
+    """
     perfect = object_mesh(bricks)
     eye = cameras.camera_center(viewmat)
     sides = np.nonzero((np.abs(perfect.normals[:, 2]) < 0.5)
@@ -309,9 +315,12 @@ def _with_burrs(bricks, viewmat, rng):
     t2 = np.cross(n, t1)
     tris, normals, colors = [], [], []
     for _ in range(rng.integers(2, 5)):
-        c = anchor + (t1 * rng.uniform(-0.06, 0.06) + t2 * rng.uniform(-0.04, 0.04)) - n * 0.005
-        r, h = rng.uniform(0.04, 0.07), rng.uniform(0.1, 0.2)
-        apex = c + n * h + t1 * rng.uniform(-0.03, 0.03) + t2 * rng.uniform(-0.03, 0.03)
+        c = anchor + scale * (t1 * rng.uniform(-0.06, 0.06) + t2 * rng.uniform(-0.04, 0.04)) \
+            - n * 0.005
+        r, h = scale * rng.uniform(0.04, 0.07), scale * rng.uniform(0.1, 0.2)
+        # term by term as before the scale existed, so scale 1 gives the same bits
+        apex = (c + n * h + scale * (t1 * rng.uniform(-0.03, 0.03))
+                + scale * (t2 * rng.uniform(-0.03, 0.03)))
         corners = [c + r * (sx * t1 + sy * t2) for sx, sy in ((1, 1), (-1, 1), (-1, -1), (1, -1))]
         for k in range(4):
             tri = (corners[k], corners[(k + 1) % 4], apex)
