@@ -1,8 +1,29 @@
-"""Shared session fixtures: a small synthetic MAD category and its loaded form."""
+"""Shared session fixtures: a small synthetic MAD category, its loaded form, a trained scene.
+
+Also ``load_script``, which imports a repository script (offline tool, bench, launch file)
+as a module.
+"""
+import importlib.util
+from pathlib import Path
+
 import pytest
 
 from igspad_ros.data.mad import load_category
 from igspad_ros.data.synthetic import make_category
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='session')
+def load_script():
+    """Return a function importing the script at a repository-relative path as a module."""
+    def load(rel_path):
+        path = ROOT / rel_path
+        spec = importlib.util.spec_from_file_location(path.stem.replace('.', '_'), path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
 
 
 @pytest.fixture(scope='session')

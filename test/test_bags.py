@@ -1,6 +1,4 @@
 """MAD category <-> rosbag2 round trip, the bag's layout, and offline/mad_to_rosbag.py."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,16 +9,6 @@ from rosbags.rosbag2.enums import StoragePlugin
 from igspad_ros.core import cameras
 from igspad_ros.data import bags
 from igspad_ros.data.mad import load_category
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location('mad_to_rosbag',
-                                                  ROOT / 'offline' / 'mad_to_rosbag.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')
@@ -120,8 +108,9 @@ def test_bad_bags_are_named(tmp_path):
         bags.read_mad_bag(out)
 
 
-def test_tool_writes_a_bag_and_refuses_bad_outputs(synthetic_category_dir, tmp_path, capsys):
-    tool = _tool()
+def test_tool_writes_a_bag_and_refuses_bad_outputs(synthetic_category_dir, tmp_path, capsys,
+                                                   load_script):
+    tool = load_script('offline/mad_to_rosbag.py')
     before = sorted(p.relative_to(synthetic_category_dir)
                     for p in synthetic_category_dir.rglob('*'))
     out = tmp_path / 'bag'

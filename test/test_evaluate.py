@@ -1,9 +1,7 @@
 """Evaluation: the OUT.json report (pure), the table, the gallery and offline/evaluate.py."""
-import importlib.util
 import json
 import shutil
 from dataclasses import replace
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -23,14 +21,6 @@ DESIGN_KEYS = {'category', 'pixel_auroc', 'image_auroc', 'pixel_ap', 'aupro', 'n
                'pose', 'timing', 'config', 'images'}
 STEPS = 5
 IMAGE_KEYS = {'path', 'defect_type', 'image_score', 'anomalous', 'rot_deg', 'trans_rel'}
-
-
-def _load_tool():
-    path = Path(__file__).resolve().parents[1] / 'offline' / 'evaluate.py'
-    spec = importlib.util.spec_from_file_location('evaluate_tool', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _outcomes(with_poses):
@@ -126,8 +116,9 @@ def scenes(trained_scene_path, synthetic_category, tmp_path_factory):
     return folder
 
 
-def test_evaluate_end_to_end_and_resume(synthetic_category_dir, scenes, tmp_path, capsys):
-    tool = _load_tool()
+def test_evaluate_end_to_end_and_resume(synthetic_category_dir, scenes, tmp_path, capsys,
+                                        load_script):
+    tool = load_script('offline/evaluate.py')
     out = tmp_path / 'brick.json'
     argv = ['--data', str(synthetic_category_dir), '--scene', str(scenes / 'brick.ply'),
             '--json', str(out), '--steps', str(STEPS), '--limit', '8', '--device', 'cpu']
@@ -156,8 +147,8 @@ def test_evaluate_end_to_end_and_resume(synthetic_category_dir, scenes, tmp_path
 
 
 def test_evaluate_folder_of_categories_in_parallel(synthetic_category_dir, scenes, tmp_path,
-                                                   capsys):
-    tool = _load_tool()
+                                                   capsys, load_script):
+    tool = load_script('offline/evaluate.py')
     root = tmp_path / 'mad'
     root.mkdir()
     for name in ('brick', 'brick2'):
@@ -179,8 +170,8 @@ def test_evaluate_folder_of_categories_in_parallel(synthetic_category_dir, scene
         (reports[0]['pixel_auroc'] + reports[1]['pixel_auroc']) / 2)
 
 
-def test_evaluate_user_errors_exit_2(tmp_path, capsys):
-    tool = _load_tool()
+def test_evaluate_user_errors_exit_2(tmp_path, capsys, load_script):
+    tool = load_script('offline/evaluate.py')
     code = tool.main(['--data', str(tmp_path / 'absent'), '--scene', 'x.ply',
                       '--json', str(tmp_path / 'o.json'), '--device', 'cpu'])
     err = capsys.readouterr().err

@@ -1,5 +1,4 @@
 """CPU-side checks of the prepared GPU run: shell syntax, summary parsing, the table."""
-import importlib.util
 import shutil
 import subprocess
 from pathlib import Path
@@ -7,13 +6,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location('gpu_bench', ROOT / 'bench' / 'gpu_bench.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.skipif(shutil.which('bash') is None, reason='bash is not installed')
@@ -31,8 +23,8 @@ def test_wheel_list_pins_every_wheel():
     assert 'gsplat==1.5.3' in lines
 
 
-def test_train_summary_parsing():
-    bench = _bench()
+def test_train_summary_parsing(load_script):
+    bench = load_script('bench/gpu_bench.py')
     text = ('progress...\nwrote /tmp/s.ply: 123456 Gaussians from 184 views of brick at '
             '800x800, 7000 steps on cuda in 95.0 s, held-out PSNR 31.25 dB (26 views)\n')
     assert bench.parse_train_summary(text) == (31.25, 123456)
@@ -40,8 +32,8 @@ def test_train_summary_parsing():
     assert bench.parse_train_summary('nothing here') == (None, None)
 
 
-def test_table_keeps_failed_and_skipped_phases(tmp_path):
-    bench = _bench()
+def test_table_keeps_failed_and_skipped_phases(tmp_path, load_script):
+    bench = load_script('bench/gpu_bench.py')
     (tmp_path / 'status.tsv').write_text('env\tok\t3\ntrain\ttimed out after 110 s\t120\n'
                                          'sam\tskipped (no time left)\t0\n')
     (tmp_path / 'env.json').write_text('{"rows": [["device", "NVIDIA H200", ""], '
@@ -62,8 +54,8 @@ def test_table_keeps_failed_and_skipped_phases(tmp_path):
     assert len(table) == 2 + len(rows)
 
 
-def test_table_command_writes_the_file(tmp_path, capsys):
-    bench = _bench()
+def test_table_command_writes_the_file(tmp_path, capsys, load_script):
+    bench = load_script('bench/gpu_bench.py')
     (tmp_path / 'status.tsv').write_text('sam\tok\t7\n')
     (tmp_path / 'sam.json').write_text('{"rows": [["encoder", 0.0123456, "s/image"]]}')
     out = tmp_path / 'table.md'

@@ -1,5 +1,4 @@
 """Launch file, parameter file and RViz config agree with the node they start."""
-import importlib.util
 import re
 from pathlib import Path
 
@@ -63,7 +62,7 @@ def test_rviz_config_shows_the_node_outputs_in_the_launch_fixed_frame():
     assert manager['Global Options']['Fixed Frame'] == 'map'
 
 
-def test_launch_description_builds():
+def test_launch_description_builds(load_script):
     # the repository's own launch/ folder imports as a namespace package: ask for a module
     pytest.importorskip('launch.launch_description',
                         reason='`launch` is not installed (it ships with ROS 2, not on PyPI)')
@@ -73,11 +72,7 @@ def test_launch_description_builds():
     from launch.actions import DeclareLaunchArgument
     from launch_ros.actions import Node
 
-    spec = importlib.util.spec_from_file_location('inspect_launch',
-                                                  ROOT / 'launch' / 'inspect.launch.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    description = module.generate_launch_description()
+    description = load_script('launch/inspect.launch.py').generate_launch_description()
     assert isinstance(description, LaunchDescription)
     arguments = [e.name for e in description.entities if isinstance(e, DeclareLaunchArgument)]
     assert {'scene', 'params_file', 'use_rviz', 'image_topic'} <= set(arguments)

@@ -4,12 +4,10 @@ The replayer's bookkeeping (lossless and fixed-rate modes, lost images, recordin
 against a small echo node with the inspector's topics; replay against the real inspector node
 must give exactly the metrics of offline/evaluate.py on the same data and configuration.
 """
-import importlib.util
 import json
 import os
 import shutil
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,8 +29,6 @@ from igspad_ros.data.image_encoding import decode_image
 from igspad_ros.data.mad import load_category
 from igspad_ros.ros.replayer import (OUTPUT_TYPES, OutputRecorder, Replayer, ReplayError,
                                      image_to_ros, replay)
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope='module')
@@ -176,20 +172,13 @@ def test_replay_without_a_node_is_a_clear_error(bag):
         replay(records[:1], inspector='/nobody_here', wait=1.0)
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location('replay_eval',
-                                                  ROOT / 'offline' / 'replay_eval.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_tool_writes_the_evaluation_json(ros_context, spin, bag, tmp_path, capsys):
+def test_tool_writes_the_evaluation_json(ros_context, spin, bag, tmp_path, capsys, load_script):
     path, records = bag
     spin(EchoInspector(ros_context))
     out = tmp_path / 'ros.json'
-    assert _tool().main(['--bag', str(path), '--json', str(out), '--wait', '20',
-                         '--timeout', '20', '--record', str(tmp_path / 'outputs')]) == 0
+    tool = load_script('offline/replay_eval.py')
+    assert tool.main(['--bag', str(path), '--json', str(out), '--wait', '20',
+                      '--timeout', '20', '--record', str(tmp_path / 'outputs')]) == 0
     summary = capsys.readouterr().out.strip().splitlines()
     assert len(summary) == 1 and summary[0].startswith('replayed 16 images of brick (0 lost)')
     report = json.loads(out.read_text())
@@ -205,9 +194,9 @@ def test_tool_writes_the_evaluation_json(ros_context, spin, bag, tmp_path, capsy
     assert report['pose']['rot_deg_median'] > 0
 
 
-def test_tool_user_errors_exit_2(bag, tmp_path, capsys):
+def test_tool_user_errors_exit_2(bag, tmp_path, capsys, load_script):
     path, _ = bag
-    tool = _tool()
+    tool = load_script('offline/replay_eval.py')
     cases = [(['--await', 'overlay'], 'must include anomaly_map and verdict'),
              (['--record', str(path)], 'exists already'),
              (['--node', '/nobody_here', '--wait', '1'], 'no inspector answered within 1 s')]
@@ -224,13 +213,6 @@ STEPS = 5   # IGS steps of both runs: equality needs the same work, not pose acc
 # The cheapest matcher and extractor: the equality holds for any configuration, and this
 # test runs the whole pipeline twice (offline, then through the node).
 MATCHER, EXTRACTOR = 'sift', 'pixel'
-
-
-def _evaluate_tool():
-    spec = importlib.util.spec_from_file_location('evaluate', ROOT / 'offline' / 'evaluate.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _first_of_each_type(src, dst):
@@ -250,7 +232,8 @@ def _first_of_each_type(src, dst):
 
 
 def test_replay_metrics_equal_offline_evaluation(ros_context, spin, synthetic_category_dir,
-                                                 trained_scene_path, tmp_path, capsys):
+                                                 trained_scene_path, tmp_path, capsys,
+                                                 load_script):
     """Same data, scene and configuration: replay through the node == offline/evaluate.py."""
     from rclpy.parameter import Parameter
 
@@ -264,7 +247,7 @@ def test_replay_metrics_equal_offline_evaluation(ros_context, spin, synthetic_ca
     for path in trained_scene_path.parent.glob(trained_scene_path.stem + '.*'):
         shutil.copy(path, scene.parent / path.name)
     offline_json, ros_json = tmp_path / 'offline.json', tmp_path / 'ros.json'
-    assert _evaluate_tool().main([
+    assert load_script('offline/evaluate.py').main([
         '--data', str(data), '--scene', str(scene), '--json', str(offline_json), '--steps',
         str(STEPS), '--device', 'cpu', '--matcher', MATCHER, '--extractor', EXTRACTOR,
         '--no-gallery', '--no-baseline-2d']) == 0
@@ -273,8 +256,8 @@ def test_replay_metrics_equal_offline_evaluation(ros_context, spin, synthetic_ca
         Parameter('device', value='cpu'), Parameter('matcher', value=MATCHER),
         Parameter('extractor', value=EXTRACTOR), Parameter('queue_mode', value='all')])
     spin(node)
-    assert _tool().main(['--bag', str(bag_path), '--json', str(ros_json), '--wait', '60',
-                         '--timeout', '120']) == 0
+    assert load_script('offline/replay_eval.py').main([
+        '--bag', str(bag_path), '--json', str(ros_json), '--wait', '60', '--timeout', '120']) == 0
     capsys.readouterr()
     offline, ros = json.loads(offline_json.read_text()), json.loads(ros_json.read_text())
     assert {k: ros[k] for k in METRIC_KEYS} == {k: offline[k] for k in METRIC_KEYS}

@@ -1,5 +1,4 @@
 """Tests of scene training: the shared trained scene, the loss, the offline tool."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,14 +13,6 @@ from igspad_ros.core.train import (TrainConfig, initial_points, photometric_loss
                                    ssim, train_scene)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location('train_scene_tool',
-                                                  ROOT / 'offline' / 'train_scene.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -102,10 +93,11 @@ def test_train_config_is_range_checked():
 
 
 def test_offline_tool_writes_scene_and_meta(synthetic_category_dir, tmp_path, capsys,
-                                            one_thread):
+                                            one_thread, load_script):
     out = tmp_path / 'brick' / 'scene.ply'
-    code = _tool().main(['--data', str(synthetic_category_dir), '--out', str(out),
-                         '--device', 'cpu', '--iters', '15', '--size', '32', '--threads', '1'])
+    tool = load_script('offline/train_scene.py')
+    code = tool.main(['--data', str(synthetic_category_dir), '--out', str(out),
+                      '--device', 'cpu', '--iters', '15', '--size', '32', '--threads', '1'])
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f'wrote {out}')
@@ -116,13 +108,14 @@ def test_offline_tool_writes_scene_and_meta(synthetic_category_dir, tmp_path, ca
 
 
 @pytest.mark.parametrize('case', ['missing_data', 'inside_data', 'bad_iters'])
-def test_offline_tool_user_errors_exit_2(synthetic_category_dir, tmp_path, capsys, case):
+def test_offline_tool_user_errors_exit_2(synthetic_category_dir, tmp_path, capsys, case,
+                                         load_script):
     args = {'missing_data': ['--data', str(tmp_path / 'nope'), '--out', str(tmp_path / 's.ply')],
             'inside_data': ['--data', str(synthetic_category_dir),
                             '--out', str(synthetic_category_dir / 'scene.ply')],
             'bad_iters': ['--data', str(synthetic_category_dir), '--out',
                           str(tmp_path / 's.ply'), '--iters', '0']}[case]
-    assert _tool().main(args + ['--device', 'cpu']) == 2
+    assert load_script('offline/train_scene.py').main(args + ['--device', 'cpu']) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'error' in err[0]
     assert not (synthetic_category_dir / 'scene.ply').exists()
