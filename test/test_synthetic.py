@@ -1,5 +1,4 @@
 """Tests for the synthetic MAD-format generator and offline/make_synthetic.py."""
-import importlib.util
 import math
 import subprocess
 import sys
@@ -90,7 +89,10 @@ def test_masks_lie_on_projected_defect_geometry(synthetic_category):
         np.testing.assert_array_equal(np.round(t.image * 255).astype(np.uint8), s.image)
         np.testing.assert_array_equal(t.mask, s.mask)
         np.testing.assert_allclose(t.true_viewmat, s.viewmat, atol=1e-9)
+        # The defect-free twin differs from the image on exactly the mask's pixels.
+        np.testing.assert_array_equal(np.any(s.clean != s.image, axis=2), s.mask)
         if s.defect_type == 'good':
+            assert not s.mask.any()
             continue
         if s.defect_type == 'Missing':
             gone = _triangle_set(s.mesh)
@@ -190,13 +192,6 @@ def _tool(*args):
                           cwd=ROOT, timeout=120)
 
 
-def _tool_main():
-    spec = importlib.util.spec_from_file_location('make_synthetic', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
 def test_tool_writes_category_and_one_summary_line(tmp_path):
     result = _tool('--out', str(tmp_path), '--category', 'cli', '--size', '32',
                    '--n-train', '4', '--n-test', '8', '--seed', '2')
@@ -219,7 +214,7 @@ def test_tool_bad_size_exits_2_with_one_line(tmp_path):
 
 
 @pytest.mark.parametrize('bad', [['--size', 'x'], ['--n-train', '0'], [], ['--out-is-file']])
-def test_tool_user_errors_exit_2_with_one_line(tmp_path, capsys, bad):
+def test_tool_user_errors_exit_2_with_one_line(tmp_path, capsys, bad, load_script):
     out = tmp_path / 'out'
     args = ['--out', str(out), '--category', 'c', '--size', '32', *bad]
     if bad == []:
@@ -228,7 +223,7 @@ def test_tool_user_errors_exit_2_with_one_line(tmp_path, capsys, bad):
     if bad == ['--out-is-file']:
         out.write_text('not a folder')
         args.remove('--out-is-file')
-    main = _tool_main()
+    main = load_script('offline/make_synthetic.py').main
     try:
         status = main(args)
     except SystemExit as exc:

@@ -76,6 +76,7 @@ class TestSample:
     image: np.ndarray       # (H, W, 3) uint8 RGB
     mask: np.ndarray        # (H, W) bool, the pixels whose colour changed
     mesh: Mesh              # perfect mesh, or the defective one for Missing/Burrs
+    clean: np.ndarray       # (H, W, 3) uint8 RGB, the same view without the defect
 
 
 def build_object(seed=0):
@@ -192,7 +193,7 @@ def make_test_samples(bricks, K, width, height, n_test, seed=0, burr_scale=1.0):
                                        f'{width}x{height} pixels; use a larger size')
         rel = f'test/{kind}/{counts[kind]}.png'
         counts[kind] += 1
-        samples.append(TestSample(rel, kind, viewmat, image, mask, mesh))
+        samples.append(TestSample(rel, kind, viewmat, image, mask, mesh, clean))
     return samples
 
 
