@@ -173,7 +173,7 @@ def _init_worker(args, index_path, twins):
 
 
 def _setup(args, category, scene, matcher, index, twins):
-    """Keep what every image needs in this process, with the three IGS configurations."""
+    """Keep what every image needs in this process, with the chosen IGS configurations."""
     base = IGSConfig(steps=args.steps, lr_decay_step=args.lr_decay_step,
                      mps_radius=args.mps_radius)
     configs = {'igs': replace(base, mps=False), 'igs+mps': base,
