@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from igspad_ros.core import cameras
+from igspad_ros.core.images import check_rgb
 from igspad_ros.core.matching import torch_threads
 from igspad_ros.core.render import render
 
@@ -130,7 +131,7 @@ def invert_pose(scene, image, init_viewmat, K, config=None, matcher=None, width=
 
 
 def _invert_pose(scene, image, init_viewmat, K, config, matcher, width, height, test_features):
-    image = _check_image(image)
+    image = check_rgb(image, 'invert_pose', 8)
     img_h, img_w = image.shape[:2]
     K = cameras.scale_intrinsics(K, (width or img_w, height or img_h), (img_w, img_h))
     starts = _check_starts(init_viewmat, config.n_hypotheses)
@@ -294,11 +295,3 @@ def _check_starts(init_viewmat, n_hypotheses):
         raise ValueError(f'invert_pose: {len(starts)} initial viewmats for n_hypotheses='
                          f'{n_hypotheses}')
     return starts
-
-
-def _check_image(image):
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 8:
-        raise ValueError(f'invert_pose: image must be (H, W, 3) with H, W >= 8, '
-                         f'got {image.shape}')
-    return np.ascontiguousarray(image, dtype=np.float32)

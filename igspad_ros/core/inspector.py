@@ -27,6 +27,7 @@ import torch
 from igspad_ros.core import cameras
 from igspad_ros.core.features import DEFAULT_EXTRACTOR, make_extractor
 from igspad_ros.core.igs import IGSConfig, invert_pose
+from igspad_ros.core.images import check_rgb
 from igspad_ros.core.matching import DEFAULT_MATCHER, make_matcher
 from igspad_ros.core.render import render
 from igspad_ros.core.retrieval import RetrievalIndex, RetrievalIndexError
@@ -34,7 +35,6 @@ from igspad_ros.core.scene import GaussianScene, read_scene_meta, sidecar_path, 
 from igspad_ros.core.scoring import DEFAULT_K_STD, anomaly_map, calibrate_threshold, image_score
 
 STAGES = ('retrieval', 'igs', 'render', 'features', 'scoring')
-MAX_IMAGE_SIDE = 8192
 DEFAULT_HOLDOUT_EVERY = 8
 _LOG = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class Inspector:
         Returns (anomaly map (H, W) float32, image score, seconds for features, for scoring).
         The 2D baseline compares a test image with its retrieved training view this way.
         """
-        image, reference = _check_image(image), _check_image(reference)
+        image, reference = check_rgb(image, 'compare', 8), check_rgb(reference, 'compare', 8)
         if image.shape != reference.shape:
             raise ValueError(f'compare: image {image.shape} and reference {reference.shape} '
                              'differ in size')
@@ -173,7 +173,7 @@ class Inspector:
         return out.rgb.clamp(0.0, 1.0).cpu().numpy().astype(np.float32)
 
     def _inspect(self, image, K, exclude_view, threshold):
-        image = _check_image(image)
+        image = check_rgb(image, 'inspector', 8)
         h, w = image.shape[:2]
         K = (cameras.scale_intrinsics(self.K, self.size, (w, h)) if K is None
              else np.asarray(K, dtype=np.float64))
@@ -293,12 +293,3 @@ def _resolve_device(device):
     if str(device) == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     return torch.device(device)
-
-
-def _check_image(image):
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f'inspector: image must be (H, W, 3) RGB, got shape {image.shape}')
-    if not (8 <= image.shape[0] <= MAX_IMAGE_SIDE and 8 <= image.shape[1] <= MAX_IMAGE_SIDE):
-        raise ValueError(f'inspector: image size {image.shape[1]}x{image.shape[0]} out of range')
-    return np.ascontiguousarray(image, dtype=np.float32)

@@ -25,9 +25,10 @@ import cv2
 import numpy as np
 import torch
 
+from igspad_ros.core.images import check_rgb
+
 MATCHER_NAMES = ('xfeat_lighterglue', 'disk_lightglue', 'aliked_lightglue', 'sift')
 DEFAULT_MATCHER = 'xfeat_lighterglue'
-MAX_IMAGE_SIDE = 8192
 
 # name -> (python package, PyPI name, extractor file, LightGlue file), relative to the package.
 _WEIGHT_FILES = {
@@ -103,7 +104,7 @@ class Matcher:
 
     def extract(self, image):
         """Detect and describe keypoints of an (H, W, 3) float32 RGB image in [0, 1]."""
-        image = _check_image(image)
+        image = check_rgb(image, 'matcher')
         height, width = image.shape[:2]
         scale = detector_scale(width, height, self.config.min_detector_size)
         if scale > 1:
@@ -329,15 +330,6 @@ def _textured(image, kpts_centre, window=7, min_std=2e-3):
     cols = np.clip(np.round(kpts_centre[:, 0]).astype(int), 0, w - 1)
     rows = np.clip(np.round(kpts_centre[:, 1]).astype(int), 0, h - 1)
     return var[rows, cols] > min_std * min_std
-
-
-def _check_image(image):
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f'matcher: image must be (H, W, 3) RGB, got shape {image.shape}')
-    if not (1 <= image.shape[0] <= MAX_IMAGE_SIDE and 1 <= image.shape[1] <= MAX_IMAGE_SIDE):
-        raise ValueError(f'matcher: image size {image.shape[1]}x{image.shape[0]} out of range')
-    return image.astype(np.float32, copy=False)
 
 
 def _empty_matches():

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-MAX_IMAGE_SIDE = 8192
+from igspad_ros.core.images import MAX_IMAGE_SIDE
+
 BACKENDS = ('auto', 'cpu', 'cuda')
 
 
