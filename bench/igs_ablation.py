@@ -86,9 +86,9 @@ def main(argv=None):
         print('igs_ablation: --workers, --hypotheses and --steps must be at least 1',
               file=sys.stderr)
         return 2
-    methods = [m for m in args.methods.split(',') if m]
-    unknown = sorted(set(methods) - set(METHODS[1:]))
-    if unknown or not methods:
+    args.methods = [m for m in args.methods.split(',') if m]
+    unknown = sorted(set(args.methods) - set(METHODS[1:]))
+    if unknown or not args.methods:
         print(f'igs_ablation: --methods: unknown {", ".join(unknown) or "(none given)"}; '
               f'choose from {", ".join(METHODS[1:])}', file=sys.stderr)
         return 2
@@ -106,6 +106,11 @@ def main(argv=None):
         print(f'igs_ablation: {err}', file=sys.stderr)
         return 2
     types = {t for t in args.types.split(',') if t}
+    absent = sorted(types - {t.defect_type for t in category.test})
+    if absent:
+        print(f'igs_ablation: --types: {args.data} has no test images of type '
+              f'{", ".join(absent)}', file=sys.stderr)
+        return 2
     tests = [t for t in _pick_tests(category.test, args.per_type)
              if not types or t.defect_type in types]
     if not tests:
@@ -181,7 +186,7 @@ def _setup(args, category, scene, matcher, index, twins):
     _WORKER.update(
         args=args, K=category.K, tests={t.rel_path: t for t in category.test}, scene=scene,
         matcher=matcher, index=index, twins=twins or {},
-        configs={name: configs[name] for name in METHODS[1:] if name in args.methods.split(',')})
+        configs={name: configs[name] for name in METHODS[1:] if name in args.methods})
 
 
 def _run_image(path):
