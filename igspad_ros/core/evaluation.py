@@ -3,7 +3,7 @@
 ``category_report`` is pure (outcomes in, the OUT.json dict out) so that the offline
 evaluation and the ROS replayer, which collects the node's results, write identical
 JSON. ``evaluate_category`` runs an ``Inspector`` over a loaded category (any object with
-``.name`` and ``.test`` / ``.train`` lists shaped like ``data.mad.MadCategory``; core does
+``.name`` and ``.test`` / ``.train`` lists shaped like ``data.views.Capture``; core does
 not import the reader) and also scores the 2D baseline: the test image against its
 retrieved training view, no pose inversion, which shows what IGS adds.
 

@@ -97,7 +97,7 @@ class InspectionResult:
 class Inspector:
     """Scene, retrieval index, matcher and extractor, loaded once; ``inspect`` per image.
 
-    ``train_views`` (objects with ``.image`` and ``.viewmat``, e.g. ``MadCategory.train``)
+    ``train_views`` (objects with ``.image`` and ``.viewmat``, e.g. ``Capture.train``)
     are used to build a missing index and to calibrate a missing threshold; without them
     the scene's renders at the indexed training poses stand in. ``rebuild`` rebuilds and
     recalibrates even when the sidecars exist.

@@ -137,7 +137,7 @@ def pose_to_viewmat(pose):
 
 def write_mad_bag(category, out, storage='mcap', start_ns=START_NS, period_ns=PERIOD_NS,
                   frame_id=FRAME_ID, progress=None):
-    """Write the test split of a loaded ``MadCategory`` to a new rosbag2 folder ``out``.
+    """Write the test split of a loaded ``Capture`` to a new rosbag2 folder ``out``.
 
     Returns the number of images written. ``storage`` is "mcap" or "sqlite3". Raises
     BagExistsError if ``out`` exists (never overwrites) and ValueError for a bad storage

@@ -8,13 +8,13 @@ categories add ``test_poses.json``, read into ``TestImage.true_viewmat``.
 """
 import json
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from igspad_ros.core import cameras
+from igspad_ros.data.views import Capture, TestImage, TrainView
 
 MAX_PIXELS = 64_000_000   # refuse images claiming more before decoding them
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -22,44 +22,6 @@ _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 class MadFormatError(ValueError):
     """A MAD-format category folder or one of its files is missing or malformed."""
-
-
-@dataclass
-class TrainView:
-    """One posed training image."""
-
-    index: int
-    path: Path
-    image: np.ndarray       # (H, W, 3) float32 RGB in [0, 1]
-    viewmat: np.ndarray     # (4, 4) float64 OpenCV world-to-camera
-
-
-@dataclass
-class TestImage:
-    """One test image with its defect type and ground-truth mask."""
-
-    __test__ = False   # not a pytest test class
-
-    rel_path: str           # e.g. "test/Burrs/3.png"
-    path: Path
-    defect_type: str        # "good" | "Burrs" | "Missing" | "Stains" | ...
-    image: np.ndarray       # (H, W, 3) float32 RGB in [0, 1]
-    mask: np.ndarray        # (H, W) bool, all False for good
-    true_viewmat: np.ndarray | None = None
-
-
-@dataclass
-class MadCategory:
-    """A loaded category: intrinsics for the loaded size, training views, test images."""
-
-    root: Path
-    name: str
-    width: int
-    height: int
-    K: np.ndarray
-    camera_angle_x: float
-    train: list
-    test: list
 
 
 def load_category(root, size=None, load_test=True, load_train=True):
@@ -82,9 +44,9 @@ def load_category(root, size=None, load_test=True, load_train=True):
     if load_train:
         for index, path, c2w in frames:
             image = _load_image(path, native, out_size)
-            train.append(TrainView(index, path, image, cameras.blender_c2w_to_viewmat(c2w)))
+            train.append(TrainView(index, path, image, cameras.blender_c2w_to_viewmat(c2w), K))
     test = _load_test(root, native, out_size) if load_test else []
-    return MadCategory(root, root.name, out_size[0], out_size[1], K, angle, train, test)
+    return Capture(root, root.name, out_size[0], out_size[1], K, train, test, format='mad')
 
 
 def _read_transforms(path):
