@@ -113,7 +113,7 @@ def evaluate_category(category, inspector, progress=None, gallery_dir=None, base
     outcomes, baseline = [], [] if baseline_2d else None
     tests = list(category.test)
     for test in (progress(tests) if progress else tests):
-        result = inspector.inspect(test.image)
+        result = inspector.inspect(test.image, test.K)
         mask = resize_mask(test.mask, METRIC_SIZE)
         outcomes.append(ImageOutcome(
             path=test.rel_path, defect_type=test.defect_type, mask=mask,

@@ -24,6 +24,7 @@ from igspad_ros.core.matching import torch_threads
 from igspad_ros.core.render import render
 
 MIN_MPS_MATCHES = 8
+WHITE = (1.0, 1.0, 1.0)   # MAD's background
 
 
 @dataclass
@@ -115,22 +116,24 @@ def mps_weight_map(points, height, width, radius):
 
 
 def invert_pose(scene, image, init_viewmat, K, config=None, matcher=None, width=None,
-                height=None, test_features=None):
+                height=None, test_features=None, background=WHITE):
     """Estimate the viewmat of ``image`` (H, W, 3) float32 by inverting the scene's renderer.
 
     ``init_viewmat`` is a (4, 4) viewmat, or with ``config.n_hypotheses > 1`` a list or
     (C, 4, 4) array of starts optimised together. ``K`` holds for an image of
     ``width`` x ``height`` (default: the image's size) and is rescaled to the image. MPS
     needs ``matcher``; ``test_features`` are the image's Features if already extracted.
+    ``background`` is the scene's background colour (the one it was trained over).
     """
     config = config or IGSConfig()
     threads = config.torch_threads if scene is not None and scene.device.type == 'cpu' else None
     with torch_threads(threads):
         return _invert_pose(scene, image, init_viewmat, K, config, matcher, width, height,
-                            test_features)
+                            test_features, tuple(float(c) for c in background))
 
 
-def _invert_pose(scene, image, init_viewmat, K, config, matcher, width, height, test_features):
+def _invert_pose(scene, image, init_viewmat, K, config, matcher, width, height, test_features,
+                 background):
     image = check_rgb(image, 'invert_pose', 8)
     img_h, img_w = image.shape[:2]
     K = cameras.scale_intrinsics(K, (width or img_w, height or img_h), (img_w, img_h))
@@ -163,11 +166,11 @@ def _invert_pose(scene, image, init_viewmat, K, config, matcher, width, height, 
         viewmats = pose(xi)
         if config.mps and (step % config.mps_every == 0 or new_level is not level):
             weights, _ = _mps_weights(scene, viewmats.detach(), new_level, matcher,
-                                      test_features, radius)
+                                      test_features, radius, background)
         elif not config.mps and new_level is not level:
             weights = torch.ones((len(starts), new_level.h, new_level.w), device=device)
         level = new_level
-        out = render(scene, viewmats, level.K, level.w, level.h, background=(1.0, 1.0, 1.0),
+        out = render(scene, viewmats, level.K, level.w, level.h, background=background,
                      backend='auto')
         losses = masked_l1_loss(out.rgb, level.target, weights)
         optimiser.zero_grad()
@@ -189,7 +192,7 @@ def _invert_pose(scene, image, init_viewmat, K, config, matcher, width, height, 
             history, rotations = history[-1:], rotations[-1:]
     final = pose(xi.detach())
     best, final_losses, n_matches = _select(scene, final, fine, config, matcher, test_features,
-                                            radius)
+                                            radius, background)
     if not converged:
         converged = _pose_still(history, rotations, config)
     return PoseEstimate(viewmat=final[best].double().cpu().numpy(),
@@ -235,9 +238,9 @@ class _Level:
 
 
 @torch.no_grad()
-def _mps_weights(scene, viewmats, level, matcher, test_features, radius):
+def _mps_weights(scene, viewmats, level, matcher, test_features, radius, background):
     """Match each hypothesis' render to the test image; map around the matched test points."""
-    out = render(scene, viewmats, level.K, level.w, level.h, background=(1.0, 1.0, 1.0),
+    out = render(scene, viewmats, level.K, level.w, level.h, background=background,
                  backend='auto')
     maps, counts = [], []
     for rgb in out.rgb:
@@ -254,16 +257,17 @@ def _mps_weights(scene, viewmats, level, matcher, test_features, radius):
 
 
 @torch.no_grad()
-def _select(scene, viewmats, level, config, matcher, test_features, radius):
+def _select(scene, viewmats, level, config, matcher, test_features, radius, background):
     """Index of the hypothesis with the lowest eq. (4) loss under one common weight map.
 
     With several hypotheses the map is the union of their final MPS maps (normal regions of
     the test image matched by any of them), so the losses compare on the same pixels.
     """
-    out = render(scene, viewmats, level.K, level.w, level.h, background=(1.0, 1.0, 1.0),
+    out = render(scene, viewmats, level.K, level.w, level.h, background=background,
                  backend='auto')
     if config.mps:
-        weights, counts = _mps_weights(scene, viewmats, level, matcher, test_features, radius)
+        weights, counts = _mps_weights(scene, viewmats, level, matcher, test_features, radius,
+                                       background)
         common = weights.amax(0) if len(viewmats) > 1 else weights[0]
     else:
         common, counts = torch.ones((level.h, level.w), device=scene.device), []

@@ -26,7 +26,7 @@ import torch
 
 from igspad_ros.core import cameras
 from igspad_ros.core.features import DEFAULT_EXTRACTOR, make_extractor
-from igspad_ros.core.igs import IGSConfig, invert_pose
+from igspad_ros.core.igs import WHITE, IGSConfig, invert_pose
 from igspad_ros.core.images import check_rgb
 from igspad_ros.core.matching import DEFAULT_MATCHER, make_matcher
 from igspad_ros.core.render import render
@@ -112,6 +112,7 @@ class Inspector:
         self.scene = GaussianScene.load_ply(self.scene_path).to(self.device)
         self.K = np.asarray(self.meta['K'], dtype=np.float64)
         self.size = (int(self.meta['width']), int(self.meta['height']))
+        self.background = tuple(float(c) for c in self.meta.get('background', WHITE))
         self.matcher = make_matcher(self.config.matcher, device=self.device)
         self.extractor = make_extractor(self.config.extractor, device=self.device,
                                         weights=self.config.extractor_weights,
@@ -169,7 +170,7 @@ class Inspector:
         """Render the normal view (H, W, 3) float32 of the scene at ``viewmat``."""
         with torch.no_grad():
             out = render(self.scene, torch.as_tensor(np.asarray(viewmat), dtype=torch.float32),
-                         K, width, height, background=(1.0, 1.0, 1.0))
+                         K, width, height, background=self.background)
         return out.rgb.clamp(0.0, 1.0).cpu().numpy().astype(np.float32)
 
     def _inspect(self, image, K, exclude_view, threshold):
@@ -188,7 +189,8 @@ class Inspector:
         t0 = time.perf_counter()
         starts = np.stack([c.viewmat for c in candidates])
         estimate = invert_pose(self.scene, image, starts if n_hyp > 1 else starts[0], K,
-                               self.config.igs, matcher=self.matcher, test_features=feats)
+                               self.config.igs, matcher=self.matcher, test_features=feats,
+                               background=self.background)
         seconds['igs'] = time.perf_counter() - t0
         t0 = time.perf_counter()
         rendered = self.render_view(estimate.viewmat, K, w, h)
@@ -235,10 +237,24 @@ class Inspector:
             viewmats = np.asarray(z['viewmats'], dtype=np.float64)
         if viewmats.ndim != 3 or viewmats.shape[1:] != (4, 4):
             raise RetrievalIndexError(f'{default}: viewmats of shape {viewmats.shape}')
-        w, h = self.size
         _LOG.info('building the %s index from scene renders at %d training poses',
                   self.config.matcher, len(viewmats))
-        return [self.render_view(v, self.K, w, h) for v in viewmats], viewmats
+        cams = [self.view_camera(i) for i in range(len(viewmats))]
+        return [self.render_view(v, *cam) for v, cam in zip(viewmats, cams)], viewmats
+
+    def view_camera(self, i):
+        """(K, width, height) of training view ``i``: its own camera, else the scene's."""
+        if self._train_views is not None:
+            view = self._train_views[i]
+            h, w = view.image.shape[:2]
+            K = getattr(view, 'K', None)
+            return (cameras.scale_intrinsics(self.K, self.size, (w, h)) if K is None
+                    else np.asarray(K, dtype=np.float64)), w, h
+        views = self.meta.get('views') or {}
+        if 'K' in views and 'size' in views and i < len(views['K']):
+            w, h = (int(s) for s in views['size'][i])
+            return np.asarray(views['K'][i], dtype=np.float64), w, h
+        return self.K, self.size[0], self.size[1]
 
     def _load_or_calibrate_threshold(self, rebuild):
         if self.config.threshold is not None:
@@ -267,12 +283,12 @@ class Inspector:
         picks = [held[i] for i in np.unique(np.linspace(0, len(held) - 1,
                                                         self.config.calibration_views).round()
                                             .astype(int))]
-        w, h = self.size
         scores = []
         for i in picks:
+            K, w, h = self.view_camera(i)
             image = (self._train_views[i].image if self._train_views is not None
-                     else self.render_view(self.index.viewmats[i], self.K, w, h))
-            scores.append(self._inspect(image, None, exclude_view=i, threshold=None).image_score)
+                     else self.render_view(self.index.viewmats[i], K, w, h))
+            scores.append(self._inspect(image, K, exclude_view=i, threshold=None).image_score)
         return scores
 
 

@@ -1,11 +1,14 @@
 """Fit a GaussianScene to posed images (3DGS optimisation, paper section 3.1).
 
 The 3DGS recipe with gsplat's pieces: Adam per parameter group, the L1 + D-SSIM
-objective (lambda 0.2) on a white background, densification and pruning by gsplat's
-``DefaultStrategy`` (pure torch, so it runs with either render backend), SH degree
-raised progressively. MAD has no SfM points, so Gaussians start at random points in
-the sphere the cameras see around the origin, optionally carved to the object's
-visual hull (points that project onto non-background pixels in most views).
+objective (lambda 0.2) over a plain background colour (white for MAD), densification and
+pruning by gsplat's ``DefaultStrategy`` (pure torch, so it runs with either render
+backend), SH degree raised progressively. Every view has its own pinhole K and size, and
+optionally a mask of the pixels to fit (a capture's masks, the valid area after
+undistortion). Gaussians start at the capture's SfM points when it has them (COLMAP's
+points3D); MAD has none, so they start at random points in the sphere the cameras see
+around the point they look at, optionally carved to the object's visual hull (points that
+project onto non-background pixels in most views).
 Every ``holdout_every``-th view is held out and scores the model (PSNR) at the end.
 """
 import math
@@ -56,6 +59,7 @@ class TrainConfig:
     refine_every: int = 100
     reset_every: int = 3000
     holdout_every: int = 8          # every 8th view is held out for the PSNR (0: none)
+    background: tuple = BACKGROUND  # RGB in [0, 1] behind the Gaussians
     seed: int = 0
 
     def __post_init__(self):
@@ -65,7 +69,9 @@ class TrainConfig:
                   'holdout_every': self.holdout_every == 0 or self.holdout_every >= 2,
                   'size': self.size is None or 8 <= self.size <= 8192,
                   'refine_every': self.refine_every >= 1,
-                  'sh_degree_interval': self.sh_degree_interval >= 1}
+                  'sh_degree_interval': self.sh_degree_interval >= 1,
+                  'background': len(self.background) == 3
+                  and all(0.0 <= float(c) <= 1.0 for c in self.background)}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f'TrainConfig: invalid {", ".join(bad)}')
@@ -100,39 +106,51 @@ class TrainReport:
         return asdict(self)
 
 
-def train_scene(images, viewmats, K, config=None, device='cpu', progress=None):
+def train_scene(images, viewmats, K, config=None, device='cpu', progress=None, masks=None,
+                points=None, point_colors=None):
     """Fit a scene to ``images`` (list of (H,W,3) float32) seen from ``viewmats`` (OpenCV).
 
-    K is the (3,3) intrinsics of the images. ``progress(n)`` is called after every n
+    ``K`` is one (3,3) pinhole for all images or one per image (V,3,3); images may differ in
+    size when ``config.batch_size`` is 1. ``masks`` (list of (H,W) bool or None) restrict
+    the objective to the pixels that show the scene. ``points`` (N,3) and ``point_colors``
+    (N,3) in [0,1] seed the Gaussians (SfM points). ``progress(n)`` is called after every n
     steps. Returns (GaussianScene on the CPU, TrainReport).
     """
     config = config or TrainConfig.for_device(device)
     start = time.perf_counter()
     images = [np.asarray(im, dtype=np.float32) for im in images]
     viewmats = [np.asarray(v, dtype=np.float64) for v in viewmats]
-    if not images or len(images) != len(viewmats):
-        raise ValueError(f'train_scene: {len(images)} images and {len(viewmats)} viewmats')
-    height, width = images[0].shape[:2]
-    if any(im.shape != (height, width, 3) for im in images):
-        raise ValueError('train_scene: images must all be (H, W, 3) of the same size')
+    Ks = _per_view(K, len(images))
+    masks = list(masks) if masks is not None else [None] * len(images)
+    if not images or len(images) != len(viewmats) or len(masks) != len(images):
+        raise ValueError(f'train_scene: {len(images)} images, {len(viewmats)} viewmats and '
+                         f'{len(masks)} masks')
+    sizes = {im.shape for im in images}
+    if any(im.ndim != 3 or im.shape[2] != 3 for im in images):
+        raise ValueError('train_scene: images must all be (H, W, 3)')
+    if len(sizes) > 1 and config.batch_size > 1:
+        raise ValueError('train_scene: images of different sizes need batch_size 1')
+    if any(m is not None and m.shape != im.shape[:2] for m, im in zip(masks, images)):
+        raise ValueError('train_scene: a mask differs in size from its image')
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     held = [i for i in range(len(images)) if config.holdout_every
             and i % config.holdout_every == 0 and len(images) > 1]
     train = [i for i in range(len(images)) if i not in set(held)]
 
-    gt = torch.from_numpy(np.stack(images)).to(device)                 # (V, H, W, 3)
-    vms = torch.from_numpy(np.stack(viewmats)).float().to(device)      # (V, 4, 4)
-    K_t = torch.as_tensor(np.asarray(K), dtype=torch.float32, device=device)
+    gt = [torch.from_numpy(im).to(device) for im in images]                       # (H, W, 3)
+    fit = [None if m is None else torch.from_numpy(np.asarray(m, bool)).to(device)[..., None]
+           for m in masks]                                                        # (H, W, 1)
+    vms = torch.from_numpy(np.stack(viewmats)).float().to(device)                # (V, 4, 4)
+    Ks_t = torch.from_numpy(Ks).float().to(device)                               # (V, 3, 3)
     centres = np.stack([cameras.camera_center(v) for v in viewmats])
     scene_scale = 1.1 * float(np.linalg.norm(centres - centres.mean(0), axis=1).max())
     scene_scale = scene_scale if scene_scale > 0 else 1.0
+    background = tuple(float(c) for c in config.background)
 
-    points = initial_points([images[i] for i in train], [viewmats[i] for i in train], K,
-                            config.n_init, config.init_carve, rng)
-    colors = np.clip(0.5 + 0.05 * rng.standard_normal(points.shape), 0, 1)
-    init = GaussianScene.from_points(points, colors, sh_degree=config.sh_degree,
-                                     opacity=config.init_opacity)
+    init = _initial_scene([images[i] for i in train], [viewmats[i] for i in train],
+                          Ks[train], [masks[i] for i in train], config, rng, points,
+                          point_colors)
     params, optimizers = _optimisation_state(init, config, scene_scale, device)
     strategy = DefaultStrategy(prune_opa=config.prune_opa, grow_grad2d=config.grow_grad2d,
                                refine_start_iter=config.refine_start_iter,
@@ -145,12 +163,16 @@ def train_scene(images, viewmats, K, config=None, device='cpu', progress=None):
     window = _ssim_window(device)
 
     for step in range(config.iters):
-        idx = torch.as_tensor(rng.choice(train, size=min(config.batch_size, len(train)),
-                                         replace=False), device=device)
+        idx = rng.choice(train, size=min(config.batch_size, len(train)), replace=False)
+        height, width = images[idx[0]].shape[:2]
         degree = min(step // config.sh_degree_interval, config.sh_degree)
-        out = render(_scene_of(params, degree), vms[idx], K_t, width, height,
-                     background=BACKGROUND)
-        loss = photometric_loss(out.rgb, gt[idx], window)
+        pick = torch.as_tensor(idx, device=device)
+        out = render(_scene_of(params, degree), vms[pick], Ks_t[pick], width, height,
+                     background=background)
+        target = torch.stack([gt[i] if fit[i] is None
+                              else torch.where(fit[i], gt[i], out.rgb[k].detach())
+                              for k, i in enumerate(idx)])
+        loss = photometric_loss(out.rgb, target, window)
         strategy.step_pre_backward(params, optimizers, state, step, out.info)
         loss.backward()
         for opt in optimizers.values():
@@ -165,11 +187,41 @@ def train_scene(images, viewmats, K, config=None, device='cpu', progress=None):
     scene = _scene_of(params, config.sh_degree).detach()
     psnr = None
     if held:   # scored on the training device (gsplat on CUDA)
-        psnr = float(np.mean([render_psnr(scene, viewmats[i], K, images[i]) for i in held]))
+        psnr = float(np.mean([render_psnr(scene, viewmats[i], Ks[i], images[i], masks[i],
+                                          background) for i in held]))
     scene = scene.to('cpu')
     report = TrainReport(psnr=psnr, n_gaussians=scene.n, seconds=time.perf_counter() - start,
                          iters=config.iters, n_train_views=len(train), n_holdout_views=len(held))
     return scene, report
+
+
+def _per_view(K, n):
+    """(n, 3, 3) float64 intrinsics from one K or one per view."""
+    Ks = np.asarray(K, dtype=np.float64)
+    if Ks.shape == (3, 3):
+        Ks = np.broadcast_to(Ks, (n, 3, 3))
+    if Ks.shape != (n, 3, 3) or not np.all(np.isfinite(Ks)):
+        raise ValueError(f'train_scene: K must be (3, 3) or ({n}, 3, 3) finite, got {Ks.shape}')
+    return np.ascontiguousarray(Ks)
+
+
+def _initial_scene(images, viewmats, Ks, masks, config, rng, points, point_colors):
+    """Gaussians at the SfM points (up to n_init, subsampled) or at carved random points."""
+    if points is not None and len(points):
+        points = np.asarray(points, dtype=np.float64)
+        colors = (np.full(points.shape, 0.5) if point_colors is None
+                  else np.asarray(point_colors, dtype=np.float64))
+        if colors.shape != points.shape:
+            raise ValueError(f'train_scene: {len(colors)} point colours for {len(points)} points')
+        keep = np.sort(rng.choice(len(points), size=min(config.n_init, len(points)),
+                                  replace=False))
+        points, colors = points[keep].astype(np.float32), np.clip(colors[keep], 0, 1)
+    else:
+        points = initial_points(images, viewmats, Ks, config.n_init, config.init_carve, rng,
+                                background=config.background, masks=masks)
+        colors = np.clip(0.5 + 0.05 * rng.standard_normal(points.shape), 0, 1)
+    return GaussianScene.from_points(points, colors, sh_degree=config.sh_degree,
+                                     opacity=config.init_opacity)
 
 
 def photometric_loss(rendered, target, window=None):
@@ -199,37 +251,50 @@ def ssim(a, b, window=None):
 
 
 @torch.no_grad()
-def render_psnr(scene, viewmat, K, image):
-    """PSNR (dB) of the scene rendered at ``viewmat`` against ``image`` (H,W,3) in [0,1]."""
+def render_psnr(scene, viewmat, K, image, mask=None, background=BACKGROUND):
+    """PSNR (dB) of the scene rendered at ``viewmat`` against ``image`` (H,W,3) in [0,1].
+
+    With ``mask`` (H,W) bool only those pixels count.
+    """
     height, width = image.shape[:2]
     rgb = render(scene, torch.as_tensor(viewmat, dtype=torch.float32), K, width, height,
-                 background=BACKGROUND).rgb.clamp(0, 1)
-    mse = float(((rgb.cpu() - torch.as_tensor(image)) ** 2).mean())
+                 background=background).rgb.clamp(0, 1)
+    err = ((rgb.cpu() - torch.as_tensor(image)) ** 2).mean(-1)
+    mse = float(err.mean() if mask is None else err[torch.as_tensor(np.asarray(mask, bool))]
+                .mean())
     return -10.0 * math.log10(max(mse, 1e-12))
 
 
-def initial_points(images, viewmats, K, n, carve, rng):
-    """``n`` random points in the sphere the cameras see around the origin.
+def initial_points(images, viewmats, K, n, carve, rng, background=BACKGROUND, masks=None):
+    """``n`` random points in the sphere the cameras see around the point they look at.
 
-    The radius is the median camera distance times the half field of view. With
-    ``carve`` four fifths of the points are drawn from the visual hull: candidates that
-    project onto a non-white pixel in at least 80 % of the views that see them.
+    The centre is that point (``look_at_centre``), the radius the median camera distance
+    to it times the half field of view. With ``carve`` four fifths of the points are drawn
+    from the visual hull: candidates that project onto a pixel unlike ``background`` (and
+    inside the view's mask, when given) in at least 80 % of the views that see them. ``K``
+    is one (3,3) or one per view.
     """
-    K = np.asarray(K, dtype=np.float64)
-    height, width = images[0].shape[:2]
-    dist = np.median([np.linalg.norm(cameras.camera_center(v)) for v in viewmats])
-    radius = dist * 0.5 * max(width / K[0, 0], height / K[1, 1])
+    Ks = _per_view(K, len(images))
+    centre = look_at_centre(viewmats)
+    dist = np.median([np.linalg.norm(cameras.camera_center(v) - centre) for v in viewmats])
+    half_fov = np.median([0.5 * max(im.shape[1] / k[0, 0], im.shape[0] / k[1, 1])
+                          for im, k in zip(images, Ks)])
+    radius = dist * half_fov
     n_hull = int(0.8 * n) if carve else 0
     hull = np.zeros((0, 3))
     if n_hull:
+        masks = masks if masks is not None else [None] * len(images)
+        bg = np.asarray(background, dtype=np.float32)
         views = np.linspace(0, len(images) - 1, min(len(images), 60)).round().astype(int)
-        fg = [np.asarray(images[i]).min(axis=2) < 0.95 for i in views]
+        fg = [np.abs(np.asarray(images[i]) - bg).max(axis=2) > 0.05 for i in views]
+        fg = [f if masks[i] is None else f & masks[i] for f, i in zip(fg, views)]
         for _ in range(8):
-            cand = _in_sphere(rng, 4 * n_hull, radius)
+            cand = centre + _in_sphere(rng, 4 * n_hull, radius)
             seen = np.zeros(len(cand))
             hits = np.zeros(len(cand))
             for mask, i in zip(fg, views):
-                pix, depth = cameras.project_points(cand, viewmats[i], K)
+                height, width = mask.shape
+                pix, depth = cameras.project_points(cand, viewmats[i], Ks[i])
                 col, row = np.floor(pix[:, 0]).astype(int), np.floor(pix[:, 1]).astype(int)
                 inside = (depth > 0) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
                 seen += inside
@@ -238,7 +303,28 @@ def initial_points(images, viewmats, K, n, carve, rng):
             if len(hull) >= n_hull:
                 break
         hull = hull[:n_hull]
-    return np.concatenate([hull, _in_sphere(rng, n - len(hull), radius)]).astype(np.float32)
+    rest = centre + _in_sphere(rng, n - len(hull), radius)
+    return np.concatenate([hull, rest]).astype(np.float32)
+
+
+def look_at_centre(viewmats):
+    """The point closest (least squares) to every camera's optical axis.
+
+    MAD's cameras all look at the origin; a user's capture (SfM frame) can look anywhere.
+    Cameras whose axes are all parallel leave it undefined: then the cameras' mean centre.
+    """
+    A = np.zeros((3, 3))
+    b = np.zeros(3)
+    for v in viewmats:
+        v = np.asarray(v, dtype=np.float64)
+        axis = v[2, :3]                       # optical axis (camera z) in world coordinates
+        P = np.eye(3) - np.outer(axis, axis)
+        c = cameras.camera_center(v)
+        A += P
+        b += P @ c
+    if np.linalg.cond(A) > 1e8:
+        return np.mean([cameras.camera_center(v) for v in viewmats], axis=0)
+    return np.linalg.solve(A, b)
 
 
 def _in_sphere(rng, n, radius):
