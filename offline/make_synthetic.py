@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Write a synthetic MAD-format category (procedural LEGO-like object with defects).
+"""Write a synthetic MAD-format category or capture (procedural LEGO-like object, defects).
 
 Example: offline/make_synthetic.py --out data/synthetic --category brick --size 128
+--format transforms|colmap|both writes the object as a user's capture instead: a 4:3 JPEG
+frame whose long side is --size, with a distorted lens, as a nerfstudio transforms.json
+capture in OUT/CATEGORY and/or a COLMAP capture in OUT/CATEGORY_colmap.
 """
 import sys
 import time
@@ -11,14 +14,18 @@ from tqdm import tqdm
 
 from igspad_ros.cli import ToolParser
 from igspad_ros.data.synthetic import SyntheticConfigError, make_category
+from igspad_ros.data.synthetic_capture import FORMATS, capture_camera, make_capture
+
+CAPTURE_FORMATS = {'transforms': ('transforms',), 'colmap': ('colmap',), 'both': FORMATS}
 
 
 def main(argv=None):
-    """Parse arguments, write the category and print one summary line."""
+    """Parse arguments, write the category or capture and print one summary line."""
     parser = ToolParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', required=True, help='folder that receives the category')
     parser.add_argument('--category', required=True, help='category folder name')
-    parser.add_argument('--size', type=int, default=800, help='image side in pixels (800)')
+    parser.add_argument('--size', type=int, default=800,
+                        help='image side in pixels, the long side of a capture (800)')
     parser.add_argument('--n-train', type=int, default=210,
                         help='training views, at most 210 (evenly spread over the 14x15 grid)')
     parser.add_argument('--n-test', type=int, default=40,
@@ -26,22 +33,35 @@ def main(argv=None):
     parser.add_argument('--seed', type=int, default=0, help='object and test-set seed (0)')
     parser.add_argument('--burr-scale', type=float, default=1.0,
                         help='size of the Burrs defects relative to the default, 0.25-4 (1)')
+    parser.add_argument('--format', choices=('mad', *CAPTURE_FORMATS), default='mad',
+                        help='mad: a MAD category (default); transforms, colmap or both: '
+                             'a capture in that format')
     args = parser.parse_args(argv)
     start = time.perf_counter()
     bar = tqdm(total=args.n_train + args.n_test, unit='img', disable=not sys.stderr.isatty())
     try:
-        root = make_category(args.out, args.category, size=args.size, n_train=args.n_train,
-                             n_test=args.n_test, seed=args.seed, progress=bar.update,
-                             burr_scale=args.burr_scale)
+        if args.format == 'mad':
+            roots = [make_category(args.out, args.category, size=args.size,
+                                   n_train=args.n_train, n_test=args.n_test, seed=args.seed,
+                                   progress=bar.update, burr_scale=args.burr_scale)]
+        else:
+            roots = list(make_capture(args.out, args.category, size=args.size,
+                                      n_train=args.n_train, n_test=args.n_test,
+                                      seed=args.seed, formats=CAPTURE_FORMATS[args.format],
+                                      progress=bar.update,
+                                      burr_scale=args.burr_scale).values())
     except (SyntheticConfigError, OSError) as err:
         bar.close()
         print(f'{parser.prog}: error: {err}', file=sys.stderr)
         return 2
     bar.close()
-    counts = Counter(p.parent.name for p in (root / 'test').glob('*/*.png'))
+    width, height = ((args.size, args.size) if args.format == 'mad'
+                     else capture_camera(args.size).size)
+    counts = Counter(p.parent.name for p in (roots[0] / 'test').glob('*/*'))
     split = ', '.join(f'{counts[k]} {k}' for k in sorted(counts))
-    print(f'wrote {root}: {args.n_train} train + {args.n_test} test images ({split}) '
-          f'at {args.size}x{args.size} in {time.perf_counter() - start:.1f} s')
+    print(f'wrote {" and ".join(str(r) for r in roots)}: {args.n_train} train + '
+          f'{args.n_test} test images ({split}) at {width}x{height} in '
+          f'{time.perf_counter() - start:.1f} s')
     return 0
 
 
