@@ -104,3 +104,52 @@ def test_ros_camera_info_k_shifts_principal_point_half_a_pixel():
     np.testing.assert_allclose(ros[:2, 2], [31.5, 23.5])
     np.testing.assert_allclose(ros[[0, 1], [0, 1]], K[[0, 1], [0, 1]])
     np.testing.assert_allclose(cameras.k_from_ros(ros.reshape(-1).tolist()), K)
+
+
+def test_opencv_c2w_viewmat_round_trip_and_camera_centre():
+    rng = np.random.default_rng(4)
+    for _ in range(10):
+        view = cameras.look_at(rng.normal(size=3) * 2.0)
+        c2w = cameras.viewmat_to_opencv_c2w(view)
+        np.testing.assert_allclose(c2w, np.linalg.inv(view), atol=1e-12)
+        np.testing.assert_allclose(c2w[:3, 3], cameras.camera_center(view), atol=1e-12)
+        np.testing.assert_allclose(cameras.opencv_c2w_to_viewmat(c2w), view, atol=1e-12)
+        # an OpenCV c2w is the Blender c2w with the camera's y and z axes flipped
+        blender = cameras.viewmat_to_blender_c2w(view)
+        np.testing.assert_allclose(blender[:3, :2], c2w[:3, :2] * [1.0, -1.0], atol=1e-12)
+        np.testing.assert_allclose(blender[:3, 2], -c2w[:3, 2], atol=1e-12)
+
+
+def test_rigid_quaternion_round_trip_ros_order():
+    # 90 degrees about z, ROS order (x, y, z, w)
+    T = cameras.rigid_from_quaternion([1.0, 2.0, 3.0], [0.0, 0.0, math.sqrt(0.5), math.sqrt(0.5)])
+    np.testing.assert_allclose(T[:3, :3] @ [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(T[:3, 3], [1.0, 2.0, 3.0])
+    rng = np.random.default_rng(5)
+    for _ in range(10):
+        q = rng.normal(size=4)
+        t = rng.normal(size=3)
+        T = cameras.rigid_from_quaternion(t, 3.0 * q)       # normalised
+        t2, q2 = cameras.rigid_to_quaternion(T)
+        np.testing.assert_allclose(t2, t)
+        assert q2[3] >= 0.0
+        np.testing.assert_allclose(q2, q / np.linalg.norm(q) * np.sign(q[3]), atol=1e-12)
+        np.testing.assert_allclose(cameras.rigid_from_quaternion(t2, q2), T, atol=1e-12)
+        np.testing.assert_allclose(cameras.rigid_inverse(T) @ T, np.eye(4), atol=1e-12)
+    with pytest.raises(ValueError, match='not a rigid transform'):
+        cameras.rigid_from_quaternion([0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0])
+
+
+def test_interpolate_rigid_is_exact_for_constant_rates():
+    axis = np.array([1.0, 2.0, -0.5]) / np.linalg.norm([1.0, 2.0, -0.5])
+    base = cameras.rigid_from_quaternion([0.1, 0.0, 0.0], [0.2, -0.1, 0.3, 0.9])
+
+    def pose(s):
+        step = cameras.se3_exp(torch.tensor(np.r_[0.0, 0.0, 0.0, axis * 0.7 * s]))[:3, :3]
+        T = base.copy()
+        T[:3, :3] = base[:3, :3] @ step.numpy()
+        T[:3, 3] += np.array([0.3, -0.2, 0.05]) * s
+        return T
+    for alpha in (0.0, 0.25, 0.6, 1.0):
+        np.testing.assert_allclose(cameras.interpolate_rigid(pose(0.0), pose(1.0), alpha),
+                                   pose(alpha), atol=1e-12)

@@ -3,7 +3,9 @@
 This is the only module that converts between pose conventions. Internally a camera
 pose is an OpenCV world-to-camera 4x4 ``viewmat`` (x right, y down, z forward), the
 matrix gsplat takes. MAD's ``transforms.json`` stores Blender/OpenGL camera-to-world
-matrices (x right, y up, z backward); they are converted here and nowhere else.
+matrices (x right, y up, z backward); they are converted here and nowhere else. ROS
+transforms and poses (translation + quaternion x, y, z, w) of an optical frame (REP 103:
+z forward, x right, y down) in its parent are OpenCV camera-to-world matrices.
 
 Functions accept numpy arrays or torch tensors where noted; the SE(3) exp/log work
 on torch tensors of any float dtype and are differentiable.
@@ -12,6 +14,7 @@ import math
 
 import numpy as np
 import torch
+from scipy.spatial.transform import Rotation
 
 # Flips the y and z camera axes: OpenGL camera frame <-> OpenCV camera frame.
 _GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -75,6 +78,67 @@ def viewmat_to_blender_c2w(viewmat):
     viewmat = np.asarray(viewmat, dtype=np.float64)
     _check_4x4(viewmat, 'viewmat')
     return np.linalg.inv(viewmat) @ _GL_TO_CV
+
+
+def opencv_c2w_to_viewmat(c2w):
+    """OpenCV camera-to-world (an optical frame's pose in the world) -> viewmat (4x4)."""
+    return rigid_inverse(c2w)
+
+
+def viewmat_to_opencv_c2w(viewmat):
+    """Viewmat (4x4) -> OpenCV camera-to-world: the optical frame's pose in the world."""
+    return rigid_inverse(viewmat)
+
+
+def rigid_inverse(T):
+    """Inverse of a rigid 4x4 transform (numpy), exact: (R^T, -R^T t)."""
+    T = np.asarray(T, dtype=np.float64)
+    _check_4x4(T, 'rigid transform')
+    out = np.eye(4)
+    out[:3, :3] = T[:3, :3].T
+    out[:3, 3] = -T[:3, :3].T @ T[:3, 3]
+    return out
+
+
+def rigid_from_quaternion(translation, quaternion):
+    """4x4 transform of a translation (3,) and a quaternion (x, y, z, w), ROS order.
+
+    The quaternion is normalised; a zero or non-finite one raises ValueError. A ROS
+    transform from ``parent`` to ``child`` maps child coordinates to parent coordinates.
+    """
+    q = np.asarray(quaternion, dtype=np.float64).reshape(-1)
+    t = np.asarray(translation, dtype=np.float64).reshape(-1)
+    norm = np.linalg.norm(q) if q.shape == (4,) and np.all(np.isfinite(q)) else 0.0
+    if norm < 1e-9 or t.shape != (3,) or not np.all(np.isfinite(t)):
+        raise ValueError(f'not a rigid transform: translation {t.tolist()}, quaternion '
+                         f'(x, y, z, w) {q.tolist()}')
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_quat(q / norm).as_matrix()
+    T[:3, 3] = t
+    return T
+
+
+def rigid_to_quaternion(T):
+    """Return (translation (3,), quaternion (x, y, z, w), w >= 0) of a rigid 4x4 transform."""
+    T = np.asarray(T, dtype=np.float64)
+    _check_4x4(T, 'rigid transform')
+    q = Rotation.from_matrix(T[:3, :3]).as_quat()
+    return T[:3, 3].copy(), (-q if q[3] < 0 else q)
+
+
+def interpolate_rigid(T0, T1, alpha):
+    """Rigid transform ``alpha`` of the way from T0 to T1 (alpha in [0, 1]).
+
+    Translation is linear, rotation the slerp along the shorter arc: exact for a constant
+    velocity and a constant angular velocity about a fixed axis between the two samples.
+    """
+    T0 = np.asarray(T0, dtype=np.float64)
+    T1 = np.asarray(T1, dtype=np.float64)
+    step = Rotation.from_matrix(T0[:3, :3].T @ T1[:3, :3]).as_rotvec()
+    out = np.eye(4)
+    out[:3, :3] = T0[:3, :3] @ Rotation.from_rotvec(alpha * step).as_matrix()
+    out[:3, 3] = (1.0 - alpha) * T0[:3, 3] + alpha * T1[:3, 3]
+    return out
 
 
 def camera_center(viewmat):

@@ -10,9 +10,12 @@ Pictures decode to float32 RGB in [0, 1], shape (H, W, 3) (mono is repeated over
 channels, alpha is dropped as cv_bridge does); ``32FC1`` is data, not a picture, and decodes
 to its float32 values, shape (H, W).
 """
+import io
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
+from PIL import Image as PilImage
 from rosbags.image import ImageError, image_to_cvimage
 
 MAX_SIDE = 8192   # pixels per side; larger messages are rejected before allocating
@@ -27,6 +30,7 @@ ENCODINGS = {
 }
 # Channel order of each picture encoding, as indices into RGB(A).
 _ORDER = {'rgb': (0, 1, 2), 'bgr': (2, 1, 0), 'rgba': (0, 1, 2, 3), 'bgra': (2, 1, 0, 3)}
+COMPRESSED_FORMATS = ('PNG', 'JPEG')
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)   # ITU-R BT.601, as cv2's RGB2GRAY
 
 
@@ -174,3 +178,28 @@ def _to_integer(array, dtype):
 def _luma(rgb, dtype):
     """Return the grey of an integer RGB image, rounded to ``dtype``."""
     return np.round(rgb.astype(np.float32) @ _LUMA).astype(dtype)
+
+
+def decode_compressed(data, max_side=MAX_SIDE, flags=cv2.IMREAD_UNCHANGED):
+    """Decode PNG/JPEG bytes (a CompressedImage's ``data``) with ``cv2.imdecode(flags)``.
+
+    The size is read from the file header first, so a small file that claims a huge image
+    is rejected before anything is decompressed. Raises ImageDecodeError naming the field.
+    """
+    data = bytes(data)
+    if not data:
+        raise ImageDecodeError('data: compressed image is empty')
+    try:
+        with PilImage.open(io.BytesIO(data)) as probe:
+            kind, (width, height) = probe.format, probe.size
+    except (OSError, ValueError, PilImage.DecompressionBombError) as err:
+        raise ImageDecodeError(f'data: not a readable compressed image ({err})') from None
+    if kind not in COMPRESSED_FORMATS:
+        raise ImageDecodeError(f'format: {kind} is not one of {", ".join(COMPRESSED_FORMATS)}')
+    if width > max_side or height > max_side:
+        raise ImageDecodeError(f'data: image is {width}x{height}, larger than the '
+                               f'{max_side} px per side allowed')
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if pixels is None:
+        raise ImageDecodeError(f'data: corrupt {kind} data')
+    return pixels
