@@ -4,7 +4,8 @@ Every test image becomes one message on each of these topics, all at one timesta
 header stamp of the stamped ones and the bag's log time of all of them):
 
 - ``/camera/image_raw``    sensor_msgs/Image rgb8
-- ``/camera/camera_info``  sensor_msgs/CameraInfo (K of the written size, no distortion)
+- ``/camera/camera_info``  sensor_msgs/CameraInfo (the image's own K, no distortion: test
+  images are pinhole once loaded)
 - ``/mad/ground_truth``    sensor_msgs/Image mono8, 255 on defect pixels, zeros for good
 - ``/mad/defect_type``     std_msgs/String ("good", "Burrs", ...)
 - ``/mad/image_path``      std_msgs/String, the image's path in the category ("test/Burrs/3.png")
@@ -28,7 +29,7 @@ from rosbags.rosbag2.enums import StoragePlugin
 from rosbags.typesys import Stores, get_typestore
 from scipy.spatial.transform import Rotation
 
-from igspad_ros.core import cameras
+from igspad_ros.core import cameras, undistort
 from igspad_ros.data.image_encoding import ImageEncodingError, decode_image, encode_image
 
 IMAGE_TOPIC = '/camera/image_raw'
@@ -104,14 +105,20 @@ def image_message(image, encoding, stamp_ns, frame_id=FRAME_ID):
         fields['is_bigendian'], fields['step'], np.frombuffer(fields['data'], np.uint8))
 
 
-def camera_info_message(K, width, height, stamp_ns, frame_id=FRAME_ID):
-    """Return a sensor_msgs/CameraInfo (Jazzy store): K in ROS convention, P = [K|0]."""
+def camera_info_message(K, width, height, stamp_ns, frame_id=FRAME_ID, distortion=None):
+    """Return a sensor_msgs/CameraInfo (Jazzy store): K in ROS convention, P = [K|0].
+
+    ``distortion`` (an ``undistort.Distortion``) becomes ``distortion_model`` and ``d``;
+    None writes plumb_bob with five zeros (a pinhole).
+    """
     types = typestore().types
+    model, d = undistort.distortion_to_ros(distortion or undistort.NO_DISTORTION)
     K = cameras.k_to_ros(K)
     P = np.hstack([K, np.zeros((3, 1))])
     roi = types['sensor_msgs/msg/RegionOfInterest'](0, 0, 0, 0, False)
     return types[CAMERA_INFO_TYPE](
-        header(stamp_ns, frame_id), int(height), int(width), 'plumb_bob', np.zeros(5),
+        header(stamp_ns, frame_id), int(height), int(width), model,
+        np.asarray(d, dtype=np.float64),
         K.reshape(-1).copy(), np.eye(3).reshape(-1), P.reshape(-1), 0, 0, roi)
 
 
@@ -162,10 +169,11 @@ def write_mad_bag(category, out, storage='mcap', start_ns=START_NS, period_ns=PE
         for index, test in enumerate(category.test):
             stamp = stamp_of(index, start_ns, period_ns)
             mask = np.where(test.mask, np.uint8(255), np.uint8(0))
+            K = category.K if test.K is None else test.K    # every view's own camera
             messages = {
                 IMAGE_TOPIC: image_message(test.image, 'rgb8', stamp, frame_id),
-                CAMERA_INFO_TOPIC: camera_info_message(category.K, category.width,
-                                                       category.height, stamp, frame_id),
+                CAMERA_INFO_TOPIC: camera_info_message(K, test.image.shape[1],
+                                                       test.image.shape[0], stamp, frame_id),
                 GROUND_TRUTH_TOPIC: image_message(mask, 'mono8', stamp, frame_id),
                 DEFECT_TYPE_TOPIC: store.types[STRING_TYPE](test.defect_type),
                 IMAGE_PATH_TOPIC: store.types[STRING_TYPE](test.rel_path),

@@ -1,29 +1,27 @@
 """rclpy message <-> numpy glue for the inspector node (topics and types in DESIGN.md).
 
 Pixel conversion itself is ``igspad_ros.data.image_encoding`` (the same path the bag tools
-use); this module only moves those fields in and out of rclpy messages, copies headers, and
-draws the overlay that RViz shows.
+use); this module only moves those fields in and out of rclpy messages, copies headers,
+reads a CameraInfo's intrinsics and lens model, and draws the overlay that RViz shows.
 """
 import array
-import io
 
 import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
-from PIL import Image as PilImage
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from igspad_ros.core import cameras
-from igspad_ros.data.image_encoding import ImageDecodeError, decode_image, encode_image
+from igspad_ros.core import cameras, undistort
+from igspad_ros.data.image_encoding import (ImageDecodeError, decode_compressed, decode_image,
+                                            encode_image)
 
 # Encodings a camera image may have; 32FC1 is data (an anomaly map), not a camera image.
 CAMERA_ENCODINGS = ('rgb8', 'bgr8', 'mono8', 'rgba8', 'bgra8',
                     'rgb16', 'bgr16', 'mono16', 'rgba16', 'bgra16')
-COMPRESSED_FORMATS = ('PNG', 'JPEG')
 
 
 def copy_header(header):
@@ -47,22 +45,7 @@ def image_from_compressed(msg, max_side):
     The size is read from the file header first, so a small file that claims a huge image
     is rejected before anything is decompressed. Raises ImageDecodeError.
     """
-    data = bytes(msg.data)
-    if not data:
-        raise ImageDecodeError('data: compressed image is empty')
-    try:
-        with PilImage.open(io.BytesIO(data)) as probe:
-            kind, (width, height) = probe.format, probe.size
-    except (OSError, ValueError, PilImage.DecompressionBombError) as err:
-        raise ImageDecodeError(f'data: not a readable compressed image ({err})') from None
-    if kind not in COMPRESSED_FORMATS:
-        raise ImageDecodeError(f'format: {kind} is not one of {", ".join(COMPRESSED_FORMATS)}')
-    if width > max_side or height > max_side:
-        raise ImageDecodeError(f'data: image is {width}x{height}, larger than the '
-                               f'{max_side} px per side allowed')
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
-    if pixels is None:
-        raise ImageDecodeError(f'data: corrupt {kind} data')
+    pixels = decode_compressed(msg.data, max_side, cv2.IMREAD_COLOR_RGB)
     return np.divide(pixels, np.float32(255.0), dtype=np.float32)
 
 
@@ -129,10 +112,22 @@ def camera_info_intrinsics(msg):
     K = cameras.k_from_ros(msg.k)
     if msg.width <= 0 or msg.height <= 0:
         raise ValueError(f'camera_info: size {msg.width}x{msg.height} is empty')
+    if not np.any(np.asarray(msg.k, dtype=np.float64)):
+        raise ValueError('camera_info: k is all zero (an uncalibrated camera)')
     if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0 or K[2, 2] != 1.0:
         raise ValueError('camera_info: k is not a calibrated pinhole matrix '
                          '(positive fx, fy and k[8] = 1)')
     return K, (int(msg.width), int(msg.height))
+
+
+def camera_info_distortion(msg):
+    """undistort.Distortion of a CameraInfo's ``distortion_model`` and ``d``.
+
+    An empty or all-zero ``d`` is no distortion whatever the model says; an unknown model
+    with nonzero ``d``, or more nonzero coefficients than the model takes, raises
+    ValueError naming the field.
+    """
+    return undistort.distortion_from_ros(msg.distortion_model, msg.d)
 
 
 def _text(value):

@@ -3,9 +3,39 @@
 Thin glue around ``core.inspector.Inspector`` (DESIGN.md, "ROS 2 node"): the model is loaded
 once when the node starts (a missing or corrupt scene is a startup error, exit status 2);
 the subscription callback only decodes and queues (``flow.FrameQueue``); one worker thread
-runs inference, so parameter services and /diagnostics stay responsive meanwhile. Every
-output copies the input image's header. Bad input is logged once with its reason, counted,
-and skipped.
+undistorts and runs inference, so parameter services and /diagnostics stay responsive
+meanwhile. Every output copies the input image's header. Bad input is logged once with its
+reason, counted, and skipped.
+
+Real cameras: the last good ``camera_info`` gives K and the lens model (``d`` with
+plumb_bob, rational_polynomial or equidistant). A distorted image is undistorted (bicubic)
+on the worker thread to the pinhole of the camera's own K and size, inspected there, and the
+anomaly map is warped back (bilinear) to the input's pixel geometry; ``~/overlay`` is drawn
+over the original input image, and input pixels that no pinhole pixel covers get 0 in the
+map. ``~/rendered`` and ``~/object_pose`` are the pinhole's: the render lies in the
+undistorted geometry (what ``image_proc`` calls image_rect), the pose is the camera's own.
+The maps are cached per camera values (``rectify.Rectifier``: K, d, model, size), so a
+driver that sends its CameraInfo with every image costs one build. An empty or all-zero
+``d`` is a pinhole camera: no remap at all. A CameraInfo with an unknown
+distortion_model, too many coefficients, a zero K or an empty size is rejected with a
+warning, counted (``rejected_camera_info`` on /diagnostics), and images keep the last good
+one (before any, the scene's intrinsics, no distortion).
+
+Topics (DESIGN.md, "ROS 2 node"), outputs in the input image's pixel geometry except the
+render:
+
+- ``image`` / ``image/compressed`` (in): the camera; ``camera_info`` (in, optional).
+- ``~/anomaly_map`` 32FC1, the input's size and geometry (warped back for a distorted
+  camera, 0 where the pinhole has no source); ``~/overlay`` rgb8, its heatmap over the
+  input image as received.
+- ``~/rendered`` rgb8, the normal render at the estimated pose: the input's size, in the
+  undistorted (pinhole, image_rect) geometry of the camera's K; identical to the input's
+  geometry for a pinhole camera.
+- ``~/object_pose``: the object in the camera optical frame; ``~/verdict``: values
+  image_score, threshold, pose_residual, latency_ms, inference_ms, undistort_ms (undistortion
+  and warp back, including a new camera's map build; 0 for a pinhole), <stage>_ms.
+- ``/diagnostics``: health (processed, dropped, rejected, failed, rejected_camera_info,
+  received, queue_depth, queue_mode, last_latency_ms).
 
 A plain node rather than a lifecycle one: ``ros2 run``, the launch file and the bag replayer
 start it without a lifecycle manager, and it subscribes only once the model is loaded, so no
@@ -31,12 +61,14 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
+from igspad_ros.core import undistort
 from igspad_ros.core.features import DEFAULT_EXTRACTOR, EXTRACTOR_NAMES
 from igspad_ros.core.inspector import Inspector, InspectorConfig
 from igspad_ros.core.matching import DEFAULT_MATCHER, MATCHER_NAMES
 from igspad_ros.data.image_encoding import MAX_SIDE, ImageDecodeError
 from igspad_ros.ros import conversions
 from igspad_ros.ros.flow import QUEUE_MODES, FrameQueue
+from igspad_ros.ros.rectify import Rectifier
 
 _DEFAULT = InspectorConfig()
 # name: (default, description, (low, high) range or tuple of choices or None, read_only)
@@ -99,9 +131,13 @@ class InspectorNode(Node):
             f'queue_mode {self.settings["queue_mode"]})')
         self._queue = FrameQueue(self.settings['queue_mode'], self.settings['queue_size'])
         self._lock = threading.Lock()
-        self._camera_info = None
-        self.stats = {'processed': 0, 'rejected': 0, 'failed': 0, 'last_latency_ms': math.nan}
-        self._reported = (0, 0)
+        self._camera_info = None                   # (K, (w, h)) of the last good CameraInfo
+        self._distortion = undistort.NO_DISTORTION  # and its lens (both set on the executor)
+        self._rectifier = Rectifier()               # maps per camera; worker thread only
+        self._camera_info_error = None              # the last rejection's reason
+        self.stats = {'processed': 0, 'rejected': 0, 'failed': 0, 'rejected_camera_info': 0,
+                      'last_latency_ms': math.nan}
+        self._reported = (0, 0, 0)
         self._pubs = {name: self.create_publisher(kind, f'~/{name}', _RELIABLE) for name, kind in
                       (('anomaly_map', Image), ('overlay', Image), ('rendered', Image),
                        ('object_pose', PoseStamped), ('verdict', DiagnosticArray))}
@@ -157,14 +193,25 @@ class InspectorNode(Node):
         height, width = image.shape[:2]
         K = conversions.intrinsics_for(width, height, self._scene_K, self._scene_size,
                                        self._camera_info)
-        self._queue.put((conversions.copy_header(header), image, K, received))
+        self._queue.put((conversions.copy_header(header), image, K, self._distortion,
+                         received))
 
     def _on_camera_info(self, msg):
         try:
-            self._camera_info = conversions.camera_info_intrinsics(msg)
+            camera = conversions.camera_info_intrinsics(msg)
+            distortion = conversions.camera_info_distortion(msg)
         except ValueError as err:
-            self.get_logger().warning(f'{err}; keeping the previous intrinsics',
-                                      throttle_duration_sec=10.0)
+            with self._lock:
+                self.stats['rejected_camera_info'] += 1
+            text = f'camera_info rejected: {err}; keeping the previous camera'
+            if text != self._camera_info_error:     # a new reason is always told
+                self._camera_info_error = text
+                self.get_logger().warning(text)
+            else:                                   # a driver repeating it, every 10 s
+                self.get_logger().warning(text, throttle_duration_sec=10.0)
+            return
+        self._camera_info_error = None
+        self._camera_info, self._distortion = camera, distortion
 
     def _report_health(self):
         with self._lock:
@@ -173,13 +220,15 @@ class InspectorNode(Node):
         values = {'processed': stats['processed'], 'dropped': queue.dropped,
                   'rejected': stats['rejected'], 'failed': stats['failed'],
                   'received': queue.received + stats['rejected'], 'queue_depth': queue.depth,
-                  'queue_mode': queue.mode, 'last_latency_ms': stats['last_latency_ms']}
-        troubles = (stats['rejected'], stats['failed'])
+                  'queue_mode': queue.mode, 'last_latency_ms': stats['last_latency_ms'],
+                  'rejected_camera_info': stats['rejected_camera_info']}
+        troubles = (stats['rejected'], stats['failed'], stats['rejected_camera_info'])
         level, message = DiagnosticStatus.OK, 'serving'
         if troubles != self._reported:
             level = DiagnosticStatus.WARN
-            message = (f'{troubles[0] - self._reported[0]} images rejected, '
-                       f'{troubles[1] - self._reported[1]} failed since the last report')
+            new = [now - before for now, before in zip(troubles, self._reported)]
+            message = (f'{new[0]} images rejected, {new[1]} failed, {new[2]} camera_info '
+                       f'rejected since the last report')
         self._reported = troubles
         header = Header(stamp=self.get_clock().now().to_msg())
         self._health_pub.publish(conversions.diagnostic_array(
@@ -191,20 +240,28 @@ class InspectorNode(Node):
         while (frame := self._queue.get()) is not None:
             self._process(*frame)
 
-    def _process(self, header, image, K, received):
+    def _process(self, header, image, K, distortion, received):
         started = time.perf_counter()
+        height, width = image.shape[:2]
         try:
-            result = self.inspector.inspect(image, K)
+            # distorted camera: inspect the pinhole of its own K and size (None: a pinhole)
+            maps = self._rectifier.maps(K, distortion, (width, height))
+            pinhole = image if maps is None else maps.to_pinhole(image)
+            undistort_s = time.perf_counter() - started
+            result = self.inspector.inspect(pinhole, K)
         except Exception as err:   # a failing frame must not kill the worker: log, count, go on
             with self._lock:
                 self.stats['failed'] += 1
             self.get_logger().warning(f'inspection failed: {type(err).__name__}: {err}')
             return
-        inference_ms = 1000.0 * (time.perf_counter() - started)
-        height, width = image.shape[:2]
+        inference_ms = 1000.0 * (time.perf_counter() - started - undistort_s)
         amap = np.asarray(result.anomaly_map, dtype=np.float32)
         if amap.shape != (height, width):
             amap = cv2.resize(amap, (width, height), interpolation=cv2.INTER_LINEAR)
+        if maps is not None:       # back to the input's pixel geometry
+            warp_started = time.perf_counter()
+            amap = maps.to_input(amap)
+            undistort_s += time.perf_counter() - warp_started
         threshold, anomalous = float(result.threshold), bool(result.anomalous)
         override = self.get_parameter('threshold').value
         if override > 0:
@@ -218,7 +275,7 @@ class InspectorNode(Node):
         latency_ms = 1000.0 * (time.perf_counter() - received)
         values = {'image_score': float(result.image_score), 'threshold': threshold,
                   'pose_residual': float(result.pose_residual), 'latency_ms': latency_ms,
-                  'inference_ms': inference_ms}
+                  'inference_ms': inference_ms, 'undistort_ms': 1000.0 * undistort_s}
         values.update({f'{stage}_ms': 1000.0 * s for stage, s in result.seconds.items()})
         level = DiagnosticStatus.ERROR if anomalous else DiagnosticStatus.OK
         with self._lock:   # counted before the verdict goes out, so whoever sees it sees this
