@@ -77,15 +77,15 @@ def main(argv=None):
     from std_msgs.msg import Header
 
     from igspad_ros.core.scene import read_scene_meta
-    from igspad_ros.data.mad import MadFormatError, load_category
+    from igspad_ros.data.capture import CaptureFormatError, load_capture
     from igspad_ros.ros import conversions
     from igspad_ros.ros.inspector_node import InspectorNode
 
     try:
         meta = read_scene_meta(args.scene)
         size = args.size or max(meta['width'], meta['height'])
-        tests = load_category(args.data, size=size, load_train=False).test[:args.n]
-    except (ValueError, OSError, MadFormatError) as err:
+        tests = load_capture(args.data, size=size, load_train=False).test[:args.n]
+    except (ValueError, OSError, CaptureFormatError) as err:
         print(f'ros_overhead: {err}', file=sys.stderr)
         return 2
     qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,

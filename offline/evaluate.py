@@ -1,5 +1,9 @@
 #!/usr/bin/env python3
-"""Evaluate IGSPAD on a MAD-format category (or a folder of them) in the PAD protocol.
+"""Evaluate IGSPAD on a MAD category or a capture's test split (or a folder of them).
+
+--data is a MAD category, a nerfstudio / instant-ngp transforms.json capture or a COLMAP
+folder with a MAD-named test split (test/<type>/<n>.png|jpg, ground_truth/, optional
+test_poses.json) taken with the capture's camera.
 
 One category: offline/evaluate.py --data data/brick --scene scenes/brick.ply --json out/brick.json
 writes out/brick.json (metrics, pose errors, timing, per-image results), out/brick.md (the
@@ -14,6 +18,7 @@ config is skipped (resumable). The table also holds a 2D baseline: the test imag
 its retrieved training view without pose inversion.
 """
 import argparse
+import functools
 import json
 import logging
 import os
@@ -33,7 +38,7 @@ from igspad_ros.core.features import DEFAULT_EXTRACTOR, EXTRACTOR_NAMES
 from igspad_ros.core.igs import IGSConfig
 from igspad_ros.core.inspector import InspectorConfig
 from igspad_ros.core.matching import DEFAULT_MATCHER, MATCHER_NAMES
-from igspad_ros.data.mad import load_category
+from igspad_ros.data.capture import FORMATS, CaptureFormatError, detect_format, load_capture
 
 
 def _positive_int(text):
@@ -49,7 +54,9 @@ def build_parser():
                         epilog='\n'.join(__doc__.splitlines()[2:]),
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--data', required=True, type=Path,
-                        help='MAD-format category folder, or a folder of categories')
+                        help='MAD category or capture folder, or a folder of them')
+    parser.add_argument('--format', choices=FORMATS, default=None,
+                        help='read --data as this format (default: detected)')
     parser.add_argument('--scene', required=True,
                         help='scene PLY (its index and threshold beside it); for a folder of '
                         'categories a pattern with {category} or a folder of scenes')
@@ -98,7 +105,7 @@ def make_job(args, data_dir, scene_path, out_json, device, threads=None):
                          gallery_dir=gallery, config=inspector_config(args, device),
                          device=device, limit=args.limit,
                          baseline_2d=not args.no_baseline_2d, force=args.force,
-                         threads=threads)
+                         threads=threads, data_format=args.format)
 
 
 def run_one(job, name):
@@ -111,7 +118,7 @@ def run_one(job, name):
             yield item
             bar.update(1)
     try:
-        return run_job(job, load_category, progress=progress)[0]
+        return run_job(job, _loader(job), progress=progress)[0]
     finally:
         bar.close()
 
@@ -119,7 +126,7 @@ def run_one(job, name):
 def find_categories(data, scene):
     """(name, data folder, scene path) per category of a MAD root, sorted by name."""
     out = []
-    for folder in sorted(p for p in data.iterdir() if (p / 'transforms.json').is_file()):
+    for folder in sorted(p for p in data.iterdir() if p.is_dir() and _is_capture(p)):
         if '{category}' in scene:
             path = Path(scene.format(category=folder.name))
         else:
@@ -130,8 +137,22 @@ def find_categories(data, scene):
             raise FileNotFoundError(f'{path}: no scene for category {folder.name}')
         out.append((folder.name, folder, path))
     if not out:
-        raise FileNotFoundError(f'{data}: no category folders (with transforms.json) inside')
+        raise FileNotFoundError(f'{data}: neither a capture nor a folder of categories '
+                                f'or captures')
     return out
+
+
+def _is_capture(folder):
+    try:
+        detect_format(folder)
+    except CaptureFormatError:
+        return False
+    return True
+
+
+def _loader(job):
+    """Return the reader of the job's data: ``load_capture`` with its --format."""
+    return functools.partial(load_capture, format=job.data_format)
 
 
 def resolve_device(device):
@@ -151,7 +172,7 @@ def main(argv=None):
     start = time.perf_counter()
     try:
         device = resolve_device(args.device)
-        if (args.data / 'transforms.json').is_file():
+        if args.format is not None or _is_capture(args.data):
             job = make_job(args, args.data, args.scene, args.json, device)
             reports, table_path = [run_one(job, args.data.name)], args.json.with_suffix('.md')
         else:
@@ -183,7 +204,7 @@ def run_all(categories, args, device):
             bar.update(1)
     else:
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context('spawn')) as pool:
-            futures = {pool.submit(run_job, job, load_category): name
+            futures = {pool.submit(run_job, job, _loader(job)): name
                        for name, job in jobs.items()}
             for future in as_completed(futures):
                 reports[futures[future]] = future.result()[0]

@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""Write the test split of a MAD-format category as a rosbag2 for the replayer.
+"""Write the test split of a MAD category or a capture as a rosbag2 for the replayer.
+
+A capture's test split (test/<type>/<n>.png|jpg, ground_truth/, taken with its camera) is
+written undistorted, with each image's pinhole K in CameraInfo.
 
 Example: offline/mad_to_rosbag.py --data data/MAD-Sim/01Gorilla --out bags/01Gorilla
 """
@@ -12,13 +15,17 @@ from tqdm import tqdm
 
 from igspad_ros.cli import ToolParser
 from igspad_ros.data.bags import BagExistsError, STORAGES, write_mad_bag
-from igspad_ros.data.mad import MadFormatError, load_category
+from igspad_ros.data.capture import FORMATS, load_capture
+from igspad_ros.data.mad import MadFormatError
 
 
 def main(argv=None):
     """Parse arguments, write the bag and print one summary line."""
     parser = ToolParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--data', required=True, type=Path, help='MAD-format category folder')
+    parser.add_argument('--data', required=True, type=Path,
+                        help='MAD category, transforms.json capture or COLMAP folder')
+    parser.add_argument('--format', choices=FORMATS, default=None,
+                        help='read --data as this format (default: detected)')
     parser.add_argument('--out', required=True, type=Path,
                         help='new bag folder (must not exist; never inside --data)')
     parser.add_argument('--storage', choices=sorted(STORAGES), default='mcap',
@@ -29,7 +36,8 @@ def main(argv=None):
     start = time.perf_counter()
     try:
         _check_out(args.data, args.out)
-        category = load_category(args.data, size=args.size, load_train=False)
+        category = load_capture(args.data, size=args.size, load_train=False,
+                                format=args.format)
         with tqdm(total=len(category.test), unit='img', disable=not sys.stderr.isatty()) as bar:
             n = write_mad_bag(category, args.out, storage=args.storage, progress=bar.update)
     except (MadFormatError, BagExistsError, ValueError, OSError) as err:

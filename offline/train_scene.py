@@ -1,26 +1,36 @@
 #!/usr/bin/env python3
-"""Train a 3D Gaussian scene from a MAD-format category: scene.ply, its index and threshold.
+"""Train a 3D Gaussian scene from posed captures: scene.ply, its index and threshold.
+
+--data is a MAD category, a nerfstudio / instant-ngp transforms.json capture or a COLMAP
+folder (images/ + sparse/0/), detected from its files (--format forces one). Views are
+undistorted once at load; their pinholes go into scene.meta.json.
 
 Example: offline/train_scene.py --data data/synthetic/brick --out scenes/brick/scene.ply
 """
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from igspad_ros.cli import ToolParser
 from igspad_ros.core.inspector import prepare_scene_artifacts
 from igspad_ros.core.scene import PlyFormatError, write_scene_meta
-from igspad_ros.core.train import TrainConfig, train_scene
-from igspad_ros.data.mad import MadFormatError, load_category
+from igspad_ros.core.train import TrainConfig, border_colour, train_scene
+from igspad_ros.data.capture import FORMATS, load_capture
+from igspad_ros.data.mad import MadFormatError
 
 
 def main(argv=None):
     """Parse arguments, train, write the scene and its metadata, print one summary line."""
     parser = ToolParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--data', required=True, type=Path, help='MAD-format category folder')
+    parser.add_argument('--data', required=True, type=Path,
+                        help='MAD category, transforms.json capture or COLMAP folder')
+    parser.add_argument('--format', choices=FORMATS, default=None,
+                        help='read --data as this format (default: detected)')
     parser.add_argument('--out', required=True, type=Path,
                         help='scene PLY to write (its .meta.json goes beside it)')
     parser.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto',
@@ -31,6 +41,9 @@ def main(argv=None):
                         help='longest image side to train at (default: 800 cuda, 128 cpu)')
     parser.add_argument('--sh-degree', type=int, default=None,
                         help='spherical-harmonics degree (default: 3 cuda, 1 cpu)')
+    parser.add_argument('--background', default='auto',
+                        help='colour behind the object: white, black, R,G,B in [0, 1], or auto '
+                        '(MAD: white; a capture: the median colour of its image borders)')
     parser.add_argument('--seed', type=int, default=0, help='random seed (0)')
     parser.add_argument('--threads', type=int, default=None,
                         help='torch CPU threads (default: torch default; 1 is fastest on a '
@@ -50,11 +63,16 @@ def main(argv=None):
     try:
         _check_out(args.data, args.out)
         config = TrainConfig.for_device(device, seed=args.seed, **overrides)
-        category = load_category(args.data, size=config.size, load_test=False)
+        category = load_capture(args.data, size=config.size, load_test=False,
+                                format=args.format)
+        views = category.train
+        config = replace(config, background=_background(args.background, category))
         with tqdm(total=config.iters, unit='step', disable=not sys.stderr.isatty()) as bar:
-            scene, report = train_scene([v.image for v in category.train],
-                                        [v.viewmat for v in category.train], category.K,
-                                        config, device=device, progress=bar.update)
+            scene, report = train_scene([v.image for v in views], [v.viewmat for v in views],
+                                        np.stack([v.K for v in views]), config, device=device,
+                                        progress=bar.update, masks=[v.mask for v in views],
+                                        points=category.points,
+                                        point_colors=category.point_colors)
         scene.save_ply(args.out)
         write_scene_meta(args.out, scene_meta(category, config, report, device), merge=False)
         # The node starts fast when the retrieval index and the threshold lie beside the scene.
@@ -64,19 +82,50 @@ def main(argv=None):
         print(f'{parser.prog}: error: {err}', file=sys.stderr)
         return 2
     psnr = 'n/a' if report.psnr is None else f'{report.psnr:.2f} dB'
+    skipped = f', {category.skipped} unregistered skipped' if category.skipped else ''
     print(f'wrote {args.out}: {scene.n} Gaussians from {report.n_train_views} views of '
-          f'{category.name} at {category.width}x{category.height}, {report.iters} steps on '
-          f'{device} in {report.seconds:.1f} s, held-out PSNR {psnr} '
+          f'{category.name} ({category.format}{skipped}) at {category.width}x{category.height}, '
+          f'{report.iters} steps on {device} in {report.seconds:.1f} s, held-out PSNR {psnr} '
           f'({report.n_holdout_views} views), threshold {inspector.threshold:.3f}')
     return 0
 
 
 def scene_meta(category, config, report, device):
-    """Metadata written beside the scene (later stages merge their keys into it)."""
+    """Metadata written beside the scene (later stages merge their keys into it).
+
+    ``K``, ``width``, ``height`` are the capture's camera; ``views`` holds every training
+    view's undistorted pinhole and size (in training order), ``undistorted`` what the
+    reader undistorted from, ``background`` the colour the scene was fitted over.
+    """
+    views = category.train
     return {'width': category.width, 'height': category.height, 'K': category.K,
             'camera_angle_x': category.camera_angle_x, 'category': category.name,
+            'format': category.format, 'background': list(config.background),
+            'views': {'K': [np.asarray(v.K).tolist() for v in views],
+                      'size': [[v.image.shape[1], v.image.shape[0]] for v in views]},
+            'undistorted': category.undistorted,
             'train': dict(report.as_dict(), device=device, sh_degree=config.sh_degree,
-                          seed=config.seed, created=time.strftime('%Y-%m-%dT%H:%M:%S'))}
+                          seed=config.seed, skipped_views=category.skipped,
+                          created=time.strftime('%Y-%m-%dT%H:%M:%S'))}
+
+
+def _background(text, category):
+    """Parse --background: a name, R,G,B, or auto (white for MAD, else the image borders)."""
+    names = {'white': (1.0, 1.0, 1.0), 'black': (0.0, 0.0, 0.0)}
+    if text in names:
+        return names[text]
+    if text == 'auto':
+        if category.format == 'mad':
+            return names['white']
+        return border_colour([v.image for v in category.train],
+                             [v.mask for v in category.train])
+    try:
+        colour = tuple(float(c) for c in text.split(','))
+    except ValueError:
+        colour = ()
+    if len(colour) != 3 or not all(0.0 <= c <= 1.0 for c in colour):
+        raise ValueError(f'--background {text!r}: use white, black, auto or R,G,B in [0, 1]')
+    return colour
 
 
 def _check_out(data, out):

@@ -71,3 +71,17 @@ def trained_scene_path(synthetic_category, tmp_path_factory):
                             'camera_angle_x': cat.camera_angle_x, 'category': cat.name,
                             'train': report.as_dict()})
     return path
+
+
+@pytest.fixture(scope='session')
+def synthetic_capture_dirs(tmp_path_factory):
+    """Write the realistic synthetic capture, 64 px long side; return {format: folder}.
+
+    The brick seen through a phone-like camera (fx != fy, off-centre principal point, barrel
+    distortion, 4:3, JPEG) as a transforms.json capture and as a COLMAP model: 60 training
+    views, 8 test images (2 per defect type) with masks and true poses; about 1 s.
+    """
+    from igspad_ros.data.synthetic_capture import make_capture
+
+    return make_capture(tmp_path_factory.mktemp('capture'), 'brick', size=64, n_train=60,
+                        n_test=8, seed=0)

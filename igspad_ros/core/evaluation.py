@@ -155,6 +155,7 @@ class EvaluationJob:
     baseline_2d: bool = True
     force: bool = False
     threads: int | None = None
+    data_format: str | None = None  # the capture reader to use; None: detected
 
     def run_config(self):
         """Return the ``config`` entry of OUT.json for this job."""
@@ -166,8 +167,8 @@ class EvaluationJob:
 def run_job(job, loader, progress=None):
     """Evaluate one category and write its JSON atomically; return (report, skipped).
 
-    ``loader(path, size=...)`` reads a MAD-format category (``data.mad.load_category``;
-    core does not import the reader). A JSON that exists with the same config and image
+    ``loader(path, size=...)`` reads the category or capture (``data.capture.load_capture``;
+    core does not import the readers). A JSON that exists with the same config and image
     count is returned as it is (``skipped`` True) unless ``job.force``.
     """
     if job.threads:

@@ -307,8 +307,28 @@ def initial_points(images, viewmats, K, n, carve, rng, background=BACKGROUND, ma
     return np.concatenate([hull, rest]).astype(np.float32)
 
 
+def border_colour(images, masks=None):
+    """Median colour of the images' border pixels (inside their masks): a capture's backdrop.
+
+    Rounded to 8 bits, so a white or black backdrop gives exactly white or black.
+    """
+    masks = masks if masks is not None else [None] * len(images)
+    rims = []
+    for image, mask in zip(images, masks):
+        image = np.asarray(image, dtype=np.float32)
+        rim = np.zeros(image.shape[:2], bool)
+        rim[[0, -1], :] = rim[:, [0, -1]] = True
+        if mask is not None:
+            rim &= mask
+        rims.append(image[rim])
+    rims = np.concatenate(rims) if rims else np.zeros((0, 3), np.float32)
+    if not len(rims):
+        return BACKGROUND
+    return tuple(float(c) for c in np.round(np.median(rims, axis=0) * 255.0) / 255.0)
+
+
 def look_at_centre(viewmats):
-    """The point closest (least squares) to every camera's optical axis.
+    """Return the point closest (least squares) to every camera's optical axis.
 
     MAD's cameras all look at the origin; a user's capture (SfM frame) can look anywhere.
     Cameras whose axes are all parallel leave it undefined: then the cameras' mean centre.

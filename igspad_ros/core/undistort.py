@@ -4,11 +4,11 @@ Every view becomes a general pinhole (its own K, any size) once, where it enters
 readers undistort at load, the node undistorts each camera image (maps cached per
 CameraInfo). Three OpenCV models cover what COLMAP, nerfstudio and ROS write:
 
-| model | coefficients (OpenCV order) | COLMAP | nerfstudio | ROS CameraInfo |
-|---|---|---|---|---|
-| ``radtan`` | k1 k2 p1 p2 k3 | SIMPLE_RADIAL, RADIAL, OPENCV | OPENCV | plumb_bob |
-| ``rational`` | k1 k2 p1 p2 k3 k4 k5 k6 | FULL_OPENCV | | rational_polynomial |
-| ``fisheye`` | k1 k2 k3 k4 | SIMPLE_RADIAL_FISHEYE, RADIAL_FISHEYE, OPENCV_FISHEYE | OPENCV_FISHEYE | equidistant |
+- ``radtan`` (k1 k2 p1 p2 k3): COLMAP SIMPLE_RADIAL, RADIAL, OPENCV; nerfstudio OPENCV;
+  ROS plumb_bob;
+- ``rational`` (k1 k2 p1 p2 k3 k4 k5 k6): COLMAP FULL_OPENCV; ROS rational_polynomial;
+- ``fisheye`` (k1 k2 k3 k4): COLMAP SIMPLE_RADIAL_FISHEYE, RADIAL_FISHEYE, OPENCV_FISHEYE;
+  nerfstudio OPENCV_FISHEYE; ROS equidistant.
 
 K here is in this package's pixel-edge convention (pixel (i, j) centred at (j + .5, i + .5));
 OpenCV's functions take pixel centres at integers, so K is shifted by half a pixel on the
@@ -104,7 +104,7 @@ class UndistortMaps:
 
 
 def undistortion_maps(K, distortion, size, new_K=None, new_size=None):
-    """Maps from a distorted image (K, ``size`` (w, h)) to a pinhole (``new_K``, ``new_size``).
+    """Return the maps from a distorted image (K, ``size``) to a pinhole (``new_K``, ``new_size``).
 
     The defaults keep K and the size, so an image and its undistorted version share their
     intrinsics; pixels near the border of a pincushion lens then fall outside the source
@@ -128,7 +128,7 @@ def undistortion_maps(K, distortion, size, new_K=None, new_size=None):
 
 
 def distortion_maps(K, distortion, size, pinhole_K, pinhole_size):
-    """Maps from a pinhole image (``pinhole_K``, ``pinhole_size``) to the distorted camera.
+    """Return the maps from a pinhole image (``pinhole_K``, ``pinhole_size``) to the camera.
 
     For each pixel of the distorted image (K, ``size``) the place in the pinhole image that
     shows the same ray: the inverse of ``undistortion_maps``. The node uses it to bring the
