@@ -53,7 +53,7 @@ def _write_arm_bag(path, capture):
         for k, view in enumerate(capture.train):
             stamp = bags.stamp_of(k + 1)
             photo = cv2.cvtColor(cv2.imread(str(view.path)), cv2.COLOR_BGR2RGB)
-            c2w = np.linalg.inv(view.viewmat)         # OpenCV camera-to-capture
+            c2w = cameras.viewmat_to_opencv_c2w(view.viewmat)
             write(TF_TOPIC, stamp, store.types[TF_TYPE](
                 [_transform(stamp, 'capture', 'camera_optical_frame', c2w)]))
             write(IMAGE_TOPIC, stamp, bags.image_message(photo, 'rgb8', stamp))

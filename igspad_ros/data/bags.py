@@ -169,10 +169,9 @@ def write_mad_bag(category, out, storage='mcap', start_ns=START_NS, period_ns=PE
         for index, test in enumerate(category.test):
             stamp = stamp_of(index, start_ns, period_ns)
             mask = np.where(test.mask, np.uint8(255), np.uint8(0))
-            K = category.K if test.K is None else test.K    # every view's own camera
             messages = {
                 IMAGE_TOPIC: image_message(test.image, 'rgb8', stamp, frame_id),
-                CAMERA_INFO_TOPIC: camera_info_message(K, test.image.shape[1],
+                CAMERA_INFO_TOPIC: camera_info_message(test.K, test.image.shape[1],
                                                        test.image.shape[0], stamp, frame_id),
                 GROUND_TRUTH_TOPIC: image_message(mask, 'mono8', stamp, frame_id),
                 DEFECT_TYPE_TOPIC: store.types[STRING_TYPE](test.defect_type),
