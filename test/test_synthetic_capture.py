@@ -14,6 +14,7 @@ from igspad_ros.data import synthetic
 from igspad_ros.data import synthetic_capture as sc
 from igspad_ros.data.capture import load_capture
 from igspad_ros.data.mesh_render import render_mesh
+from igspad_ros.data.room import ROOM_HALF, TABLE_THICKNESS
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE, N_TRAIN, N_TEST = 96, 16, 8
@@ -307,3 +308,212 @@ def test_tool_runs_as_a_script(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f'wrote {tmp_path / "c"}: 2 train + 0 test images () '
                                     'at 32x24 in ')
+
+
+HARD_SIZE, HARD_TRAIN, HARD_TEST, HARD_SEED = 64, 10, 8, 1
+NOISE = (1.0, 0.01)
+
+
+@pytest.fixture(scope='module')
+def room_captures(tmp_path_factory):
+    """Two 64 px seed-1 captures in the room: 'room' as is, 'hard' with exposure and noise."""
+    out = tmp_path_factory.mktemp('room')
+    args = dict(size=HARD_SIZE, n_train=HARD_TRAIN, n_test=HARD_TEST, seed=HARD_SEED,
+                background='room')
+    return {'room': sc.make_capture(out, 'room', **args),
+            'hard': sc.make_capture(out, 'hard', exposure=0.2, pose_noise=NOISE, **args)}
+
+
+def _photos(root):
+    rels = sorted(str(p.relative_to(root)) for p in root.glob('images/*.jpg'))
+    rels += sorted(str(p.relative_to(root)) for p in root.glob('test/*/*.jpg'))
+    return {rel: _read(root / rel) for rel in rels}
+
+
+def _block_std(image):
+    """Grey-level standard deviations of the image's 8x8 pixel blocks."""
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float64)
+    h, w = (n // 8 * 8 for n in grey.shape)
+    return grey[:h, :w].reshape(h // 8, 8, w // 8, 8).std(axis=(1, 3))
+
+
+def test_room_leaves_no_white_and_is_textured(room_captures, capture):
+    photos = _photos(room_captures['room']['transforms'])
+    assert len(photos) == HARD_TRAIN + HARD_TEST
+    for rel, image in photos.items():
+        assert image.shape == (48, 64, 3), rel
+        assert not np.all(image >= 255, axis=2).any(), rel
+    # Texture everywhere: over the photos, the 8x8 blocks' grey std has a 10th percentile
+    # of 2.8 at least (median 11.7 at least) in the room, 0.0 on white (median 8.0 at most).
+    room = [_block_std(image) for image in photos.values()]
+    white = [_block_std(image) for image in _photos(capture['transforms']).values()]
+    assert min(np.percentile(b, 10) for b in room) > 2.0
+    assert min(np.median(b) for b in room) > 9.0
+    assert max(np.percentile(b, 10) for b in white) < 0.5
+
+
+def test_room_masks_are_the_changed_pixels_on_the_object(room_captures):
+    """Masks and test poses of the hard capture, rebuilt from the same seed and gains."""
+    root = room_captures['hard']['transforms']
+    camera = sc.capture_camera(HARD_SIZE)
+    bricks = synthetic.build_object(HARD_SEED)
+    perfect = synthetic.object_mesh(bricks)
+    room = sc.room_mesh(perfect, HARD_SEED)
+    gains = json.loads((root / 'photometric.json').read_text())
+    poses = json.loads((root / 'test_poses.json').read_text())
+    samples = list(sc.test_samples_in_room(room, bricks, camera.pinhole_K,
+                                           *camera.pinhole_size, HARD_TEST, HARD_SEED))
+    assert [str(Path(s.rel_path).with_suffix('.jpg')) for s in samples] == list(poses)
+    kinds = [s.defect_type for s in samples]
+    assert kinds == list(synthetic.DEFECT_TYPES) * 2
+    world_from_object = np.linalg.inv(sc.OBJECT_TO_WORLD)
+    jpeg = []
+    for sample in samples:
+        rel = str(Path(sample.rel_path).with_suffix('.jpg'))
+        # every test camera looks from above the table top, the object in full view
+        assert cameras.camera_center(sample.viewmat)[2] > room.table_top, rel
+        np.testing.assert_allclose(poses[rel], cameras.viewmat_to_blender_c2w(
+            sample.viewmat @ world_from_object), atol=1e-12)
+        image = camera.photo(sample.image / 255.0, gains[rel])
+        jpeg.append(np.abs(image.astype(int) - _read(root / rel)).mean())
+        if sample.defect_type == 'good':
+            assert not (root / 'ground_truth' / 'good').exists()
+            continue
+        mask = _read(root / 'ground_truth' / sample.defect_type
+                     / f'{Path(rel).stem}_mask.png') > 0
+        np.testing.assert_array_equal(
+            mask, np.any(image != camera.photo(sample.clean / 255.0, gains[rel]), axis=2))
+        assert mask.sum() >= 6, rel
+        # ... and on the object: inside its silhouette (perfect or defective), 1 px spread
+        cover = np.maximum(*(render_mesh(m, sample.viewmat, camera.pinhole_K,
+                                         *camera.pinhole_size)[1]
+                             for m in (perfect, sample.mesh)))
+        silhouette = undistort.remap(np.repeat(cover[..., None], 3, 2).astype(np.float32),
+                                     camera.maps)[..., 0] > 0
+        assert not (mask & ~cv2.dilate(silhouette.astype(np.uint8), np.ones((3, 3)))).any()
+    # the rebuilt photos are the written ones, to JPEG q95 noise on 3-5 px texture cells
+    # (mean absolute difference measured 3.5-4.8 grey levels; another view reads 30+)
+    assert max(jpeg) < 6.0
+
+
+def test_exposure_gains_are_the_ratio_to_the_gain_free_photo(tmp_path, capture):
+    root = sc.make_capture(tmp_path, 'brick', size=SIZE, n_train=N_TRAIN, n_test=N_TEST,
+                           seed=0, formats=('transforms',), exposure=0.2)['transforms']
+    gains = json.loads((root / 'photometric.json').read_text())
+    plain = _photos(capture['transforms'])
+    assert sorted(gains) == sorted(plain)
+    exposure, balance, ratios = [], [], []
+    for rel, (r, g, b) in gains.items():
+        exposure.append(np.mean((r, g, b)))
+        balance.append(max(r, g, b) / min(r, g, b))
+        photo, ref = _read(root / rel).astype(float), plain[rel].astype(float)
+        # the object's unsaturated pixels (the white background is 255 without gains)
+        ok = np.all((ref > 40) & (ref < 215) & (photo < 250), axis=2)
+        assert ok.sum() > 200, rel
+        ratio = np.median(photo[ok] / ref[ok], axis=0)
+        ratios.append(np.abs(ratio - (r, g, b)).max())
+        # measured within 0.014 of the recorded gains, 0.0085 on average (JPEG q95 with
+        # subsampled chroma on both photos)
+        np.testing.assert_allclose(ratio, (r, g, b), atol=0.02, err_msg=rel)
+    assert np.mean(ratios) < 0.011
+    # exposure within [0.8, 1.2] (white balance moves the mean a little) and used widely;
+    # channels apart by the white balance, at most 1.05 / 0.95
+    assert 0.78 <= min(exposure) and max(exposure) <= 1.22 and np.ptp(exposure) > 0.15
+    assert 1.02 < max(balance) <= 1.05 / 0.95 + 1e-9
+    assert not (capture['transforms'] / 'photometric.json').exists()
+
+
+def test_pose_noise_is_exactly_the_asked_magnitudes(room_captures):
+    roots = room_captures['hard']
+    true = json.loads((roots['transforms'] / 'train_poses_true.json').read_text())
+    assert list(true) == [f'images/frame_{n:05d}.jpg' for n in range(HARD_TRAIN)]
+    centre = sc.OBJECT_TO_WORLD[:3, 3]
+    for fmt, root in roots.items():
+        views = load_capture(root, load_test=False).train
+        assert len(views) == HARD_TRAIN
+        axes = []
+        for view in views:
+            viewmat = cameras.blender_c2w_to_viewmat(true[f'images/{view.path.name}'])
+            np.testing.assert_allclose(viewmat @ sc.OBJECT_TO_WORLD,
+                                       synthetic.train_viewmats(HARD_TRAIN)[view.index],
+                                       atol=1e-12)
+            angle = cameras.rotation_error_deg(view.viewmat, viewmat)
+            assert angle == pytest.approx(1.0, abs=1e-6)
+            shift = cameras.camera_center(view.viewmat) - cameras.camera_center(viewmat)
+            distance = np.linalg.norm(cameras.camera_center(viewmat) - centre)
+            assert np.linalg.norm(shift) / distance == pytest.approx(0.01, abs=1e-9)
+            axes.append(shift / np.linalg.norm(shift))
+        # random directions, not one offset for all
+        assert np.abs(np.array(axes) @ axes[0])[1:].min() < 0.9, fmt
+    assert not (room_captures['room']['transforms'] / 'train_poses_true.json').exists()
+
+
+def test_room_points3d_cover_the_background(room_captures):
+    rec = _colmap(room_captures['room']['colmap'])
+    room = sc.room_mesh(synthetic.object_mesh(synthetic.build_object(HARD_SEED)), HARD_SEED)
+    world_from_object = np.linalg.inv(sc.OBJECT_TO_WORLD)
+    xyz = np.array([p.xyz for p in rec.points3D.values()]) @ world_from_object[:3, :3].T \
+        + world_from_object[:3, 3]
+    on_table = np.abs(xyz[:, 2] - room.table_top) < 1e-9
+    on_room = np.abs(xyz).max(1) > ROOM_HALF - 1e-9
+    under = np.abs(xyz[:, 2] - room.table_top + TABLE_THICKNESS) < 1e-9
+    on_object = np.all(np.abs(xyz) < 0.7, axis=1) & ~on_table
+    assert np.all(on_table | under | on_room | on_object)
+    # measured 1615 on the table top, 23 on the walls, floor and ceiling (seen twice by
+    # ten views: at 160 px, 120 views, 3600 of 12000), 1428 on the object, 132 beneath
+    assert on_table.sum() > 1200 and on_room.sum() > 15 and on_object.sum() > 1200
+    assert under.sum() > 50
+    photos = {im.image_id: _read(room_captures['room']['colmap'] / 'images' / im.name)
+              for im in rec.images.values()}
+    errors, gaps = [], []
+    for point in rec.points3D.values():
+        assert point.track.length() >= 2
+        for el in point.track.elements:
+            image = rec.images[el.image_id]
+            xy = image.points2D[el.point2D_idx].xy
+            errors.append(np.abs(image.project_point(point.xyz) - xy).max())
+            col, row = np.floor(xy).astype(int)
+            gaps.append(np.abs(photos[el.image_id][row, col].astype(int) - point.color).max())
+    assert max(errors) < 1e-9
+    # a keypoint shows its point's colour: measured median 11 on these 64 px photos, whose
+    # texture cells are 1-2 px wide (a pixel mixes neighbouring cells; JPEG)
+    assert np.median(gaps) <= 14
+
+
+def test_hardening_options_are_range_checked(tmp_path):
+    for bad in (dict(background='sky'), dict(exposure=0.6), dict(exposure=-0.1),
+                dict(pose_noise=(1.0,)), dict(pose_noise=(45.0, 0.0)),
+                dict(pose_noise=(1.0, -0.01))):
+        with pytest.raises(synthetic.SyntheticConfigError, match=next(iter(bad))):
+            sc.make_capture(tmp_path, 'x', size=32, n_train=2, n_test=0, **bad)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tool_passes_the_hardening_options(tmp_path, capsys, load_script):
+    status, out, err = _tool(load_script, capsys, '--out', str(tmp_path), '--category', 'c',
+                             '--size', '32', '--n-train', '2', '--n-test', '4', '--seed', '1',
+                             '--format', 'transforms', '--background', 'room',
+                             '--exposure', '0.1', '--pose-noise', '2,0.05')
+    assert status == 0, err
+    root = tmp_path / 'c'
+    gains = json.loads((root / 'photometric.json').read_text())
+    assert len(gains) == 6 and all(0.85 < g < 1.15 for v in gains.values() for g in v)
+    true = json.loads((root / 'train_poses_true.json').read_text())
+    for frame in _transforms(root)['frames']:
+        written = cameras.blender_c2w_to_viewmat(frame['transform_matrix'])
+        true_viewmat = cameras.blender_c2w_to_viewmat(true[frame['file_path']])
+        assert cameras.rotation_error_deg(written, true_viewmat) == pytest.approx(2.0)
+    assert not np.all(_read(root / 'images' / 'frame_00000.jpg') >= 255, axis=2).any()
+
+
+@pytest.mark.parametrize('bad', [['--background', 'room'], ['--exposure', '0.2'],
+                                 ['--pose-noise', '1,0.01'], ['--format', 'colmap',
+                                                              '--pose-noise', '1']])
+def test_tool_refuses_hardening_misuse_with_one_line(tmp_path, capsys, load_script, bad):
+    status, stdout, err = _tool(load_script, capsys, '--out', str(tmp_path), '--category', 'c',
+                                '--size', '32', '--n-train', '2', '--n-test', '0', *bad)
+    assert status == 2 and stdout == ''
+    assert len(err.strip().splitlines()) == 1 and 'error' in err, err
+    if '--format' not in bad:
+        assert f'{bad[0]} applies to the capture formats' in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -19,6 +19,10 @@ both, beside the training images:
     test/{good,Burrs,Missing,Stains}/<n>.jpg       taken with the same camera
     ground_truth/{Burrs,Missing,Stains}/<n>_mask.png   255 where the 8-bit colour changed
     test_poses.json            {"test/<type>/<n>.jpg": Blender camera-to-world}
+    photometric.json           with exposure > 0: {"images/frame_00000.jpg" or
+                               "test/<type>/<n>.jpg": [gain_r, gain_g, gain_b]}
+    train_poses_true.json      with pose noise: {"images/frame_00000.jpg": Blender
+                               camera-to-world}, the poses the photos were taken at
 ```
 
 Pixel conventions: K here has the centre of pixel (0, 0) at (0.5, 0.5), as have COLMAP and
@@ -29,7 +33,11 @@ Poses: ``transform_matrix`` and ``test_poses.json`` are Blender camera-to-world,
 object's: ``OBJECT_TO_WORLD`` moves the object off the origin and tilts its up axis, as an
 arbitrary SfM frame would; units stay the object's. ``points3D`` are points on the object's
 surface, coloured as shaded, each with the training views that see it (z-buffer test) as
-its track, at their distorted pixels.
+its track, at their distorted pixels; in the room (``background='room'``) also points on
+the table and the room's walls, floor and ceiling (``BACKGROUND_POINTS``), those that two
+training views see. ``make_capture``'s options make a capture harder (a textured
+background, exposure and white balance changing photo to photo, noisy training poses);
+their defaults write the plain capture.
 """
 import json
 import math
@@ -42,7 +50,8 @@ import pycolmap
 
 from igspad_ros.core import cameras, undistort
 from igspad_ros.data import synthetic
-from igspad_ros.data.mesh_render import _zbuffer, render_mesh, shade
+from igspad_ros.data.mesh_render import Mesh, _zbuffer, render_mesh, shade
+from igspad_ros.data.room import PARTS, room_mesh, test_samples_in_room
 from igspad_ros.data.synthetic import SyntheticConfigError, _check_args
 from igspad_ros.data.transforms_writer import NerfstudioCamera, transforms_meta
 
@@ -53,6 +62,13 @@ FY_OVER_FX = 0.97
 PRINCIPAL_POINT = (0.53, 0.47)      # fractions of the width and height
 JPEG_QUALITY = 95
 N_POINTS = 4000
+BACKGROUNDS = ('white', 'room')
+# SfM points on the room, per part (see room.PARTS); the table's edge is too thin for any.
+BACKGROUND_POINTS = {'table_top': 3000, 'table_underside': 500, 'room': 12000}
+MAX_EXPOSURE = 0.5
+# Spread of the per-channel white-balance gains at exposure 0.2, proportional to it.
+WHITE_BALANCE_AT_02 = 0.05
+MAX_POSE_NOISE = (30.0, 0.5)        # degrees, fraction of the distance to the object
 # Rotation vector (radians) and offset of the object in the capture world: a yaw of about
 # 35 degrees and the object's up axis tilted about 11 degrees, its centre 18 cm off origin.
 _WORLD_ROTATION = (0.16, -0.11, 0.61)
@@ -87,9 +103,14 @@ class CaptureCamera:
     pinhole_size: tuple
     maps: undistort.UndistortMaps
 
-    def photo(self, rgb):
-        """Return the distorted 8-bit (H, W, 3) image of a float RGB canvas render in [0, 1]."""
+    def photo(self, rgb, gains=None):
+        """Return the distorted 8-bit (H, W, 3) image of a float RGB canvas render in [0, 1].
+
+        ``gains`` (3,), when given, multiply the linear colours before quantisation.
+        """
         out = undistort.remap(np.asarray(rgb, np.float32), self.maps, fill=1.0)
+        if gains is not None:
+            out = out * np.asarray(gains, np.float32)
         return np.round(np.clip(out, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
@@ -117,43 +138,71 @@ def capture_roots(out_dir, name, formats=FORMATS):
 
 
 def make_capture(out_dir, name='brick', size=160, n_train=60, n_test=20, seed=0,
-                 formats=FORMATS, progress=None, burr_scale=1.0):
+                 formats=FORMATS, progress=None, burr_scale=1.0, background='white',
+                 exposure=0.0, pose_noise=(0.0, 0.0)):
     """Write the synthetic object as captures in ``formats``; return {format: folder}.
 
     ``formats`` is a non-empty subset of ``FORMATS``; the folders are ``capture_roots``.
     The object, training grid (``n_train`` of the 14 x 15 ring views) and test split are
     ``synthetic.make_category``'s for the same seed, seen through ``capture_camera(size)``.
     ``progress``, when given, is called with 1 after each image. Refuses to write into an
-    existing non-empty folder.
+    existing non-empty folder. What makes a capture harder, as a real one is (the defaults
+    leave it as it was, byte for byte):
+
+    - ``background`` 'room' sets the object on a textured table in a textured room
+      (``room.py``). Training views from below the table top see its underside, not the
+      object; the test views are those of the set that look from above the table
+      (``room.test_samples_in_room``); points3D hold points of the room too.
+    - ``exposure`` e in [0, 0.5]: each photo's linear colours are multiplied by an
+      exposure gain in [1 - e, 1 + e] times white-balance gains within
+      +-5 % e / 0.2 per channel; ``photometric.json`` records each photo's three gains.
+    - ``pose_noise`` (degrees in [0, 30], fraction in [0, 0.5]): the written training
+      poses are the true ones rotated by exactly that angle about a random axis through
+      the camera centre and moved by that fraction of the camera's distance to the
+      object centre in a random direction (``cameras.perturb_viewmat`` in the object
+      frame); the photos stay taken at the true poses, which ``train_poses_true.json``
+      records. The points3D tracks keep the true pixels, so their reprojection errors
+      grow with the noise.
     """
     formats = tuple(formats)
     if not formats or any(f not in FORMATS for f in formats) or len(set(formats)) < len(formats):
         raise SyntheticConfigError(f'formats must be distinct names among {", ".join(FORMATS)},'
                                    f' got {list(formats)}')
+    pose_noise = _check_options(background, exposure, pose_noise)
     roots = capture_roots(out_dir, name, formats)
     for root in roots.values():
         _check_args(Path(out_dir), root.name, size, n_train, n_test, burr_scale)
     camera = capture_camera(size)
     bricks = synthetic.build_object(seed)
     mesh = synthetic.object_mesh(bricks)
+    room = room_mesh(mesh, seed) if background == 'room' else None
     world_from_object = np.linalg.inv(OBJECT_TO_WORLD)
     files = _Files(roots.values())
+    gain_rng, photometric = np.random.default_rng([seed, 7]), {}
     names, viewmats = [], []
     for n, viewmat in enumerate(synthetic.train_viewmats(n_train)):
         names.append(f'frame_{n:05d}.jpg')
         viewmats.append(viewmat)
-        rgb = render_mesh(mesh, viewmat, camera.pinhole_K, *camera.pinhole_size)[0]
-        files.write(f'images/{names[-1]}', _encode('.jpg', camera.photo(rgb)))
+        gains = photometric[f'images/{names[-1]}'] = _draw_gains(gain_rng, exposure)
+        rgb = _render(mesh, room, viewmat, camera)
+        files.write(f'images/{names[-1]}', _encode('.jpg', camera.photo(rgb, gains)))
         if progress:
             progress(1)
     poses = {}
-    for sample in synthetic.make_test_samples(bricks, camera.pinhole_K, *camera.pinhole_size,
-                                              n_test, seed, burr_scale):
+    if room is None:
+        samples = synthetic.make_test_samples(bricks, camera.pinhole_K, *camera.pinhole_size,
+                                              n_test, seed, burr_scale)
+    else:
+        samples = test_samples_in_room(room, bricks, camera.pinhole_K, *camera.pinhole_size,
+                                       n_test, seed, burr_scale)
+    for sample in samples:
         rel = str(Path(sample.rel_path).with_suffix('.jpg'))
-        image = camera.photo(sample.image / 255.0)
+        gains = photometric[rel] = _draw_gains(gain_rng, exposure)
+        image = camera.photo(sample.image / 255.0, gains)
         files.write(rel, _encode('.jpg', image))
         if sample.defect_type != 'good':
-            mask = np.any(image != camera.photo(sample.clean / 255.0), axis=2)
+            # the clean view through the same gains: only the defect's pixels differ
+            mask = np.any(image != camera.photo(sample.clean / 255.0, gains), axis=2)
             if not mask.any():
                 raise SyntheticConfigError(f'the {sample.defect_type} defect of {rel} fell '
                                            f'outside the {size} px frame; use another seed')
@@ -163,16 +212,75 @@ def make_capture(out_dir, name='brick', size=160, n_train=60, n_test=20, seed=0,
         if progress:
             progress(1)
     files.write('test_poses.json', json.dumps(poses, indent=1).encode())
-    world_viewmats = [v @ world_from_object for v in viewmats]
+    if exposure > 0:
+        files.write('photometric.json', json.dumps(
+            {rel: [float(g) for g in gains] for rel, gains in photometric.items()},
+            indent=1).encode())
+    written = [v @ world_from_object for v in viewmats]
+    if any(pose_noise):
+        files.write('train_poses_true.json', json.dumps(
+            {f'images/{n}': cameras.viewmat_to_blender_c2w(v).tolist()
+             for n, v in zip(names, written)}, indent=1).encode())
+        noise_rng = np.random.default_rng([seed, 8])
+        written = [cameras.perturb_viewmat(v, *pose_noise, noise_rng) @ world_from_object
+                   for v in viewmats]
     if 'transforms' in roots:
-        _write_transforms(roots['transforms'], camera, names, world_viewmats)
+        _write_transforms(roots['transforms'], camera, names, written)
     if 'colmap' in roots:
         points, colors, faces = _surface_points(mesh, np.random.default_rng([seed, 3]))
-        tracks = [_observations(mesh, camera, v, points, faces) for v in viewmats]
+        scene = mesh
+        if room is not None:
+            scene = room.around(mesh)
+            more = _background_points(room, len(mesh.tris), np.random.default_rng([seed, 4]))
+            points, colors, faces = (np.concatenate(a) for a in zip((points, colors, faces),
+                                                                    more))
+        tracks = [_observations(scene, camera, v, points, faces, _faces_in_view(
+            mesh, room, v, camera)) for v in viewmats]
         world_points = points @ OBJECT_TO_WORLD[:3, :3].T + OBJECT_TO_WORLD[:3, 3]
-        _write_colmap(roots['colmap'], camera, names, world_viewmats, world_points, colors,
-                      tracks)
+        _write_colmap(roots['colmap'], camera, names, written, world_points, colors, tracks)
     return roots
+
+
+def _check_options(background, exposure, pose_noise):
+    """Refuse out-of-range hardening options; return ``pose_noise`` as two floats."""
+    if background not in BACKGROUNDS:
+        raise SyntheticConfigError(f'background must be one of {", ".join(BACKGROUNDS)}, '
+                                   f'got {background!r}')
+    if not 0.0 <= exposure <= MAX_EXPOSURE:
+        raise SyntheticConfigError(f'exposure must lie in [0, {MAX_EXPOSURE}], got {exposure}')
+    try:
+        deg, frac = (float(x) for x in pose_noise)
+    except (TypeError, ValueError):
+        raise SyntheticConfigError(f'pose_noise must be two numbers (degrees, fraction), '
+                                   f'got {pose_noise!r}') from None
+    if not (0.0 <= deg <= MAX_POSE_NOISE[0] and 0.0 <= frac <= MAX_POSE_NOISE[1]):
+        raise SyntheticConfigError(f'pose_noise must lie in [0, {MAX_POSE_NOISE[0]:g}] degrees '
+                                   f'and [0, {MAX_POSE_NOISE[1]:g}] of the distance, '
+                                   f'got ({deg:g}, {frac:g})')
+    return deg, frac
+
+
+def _draw_gains(rng, exposure):
+    """Draw one photo's (r, g, b) gains, exposure times white balance; None at exposure 0."""
+    if exposure == 0:
+        return None
+    spread = WHITE_BALANCE_AT_02 * exposure / 0.2
+    return rng.uniform(1 - exposure, 1 + exposure) * (1 + rng.uniform(-spread, spread, 3))
+
+
+def _faces_in_view(mesh, room, viewmat, camera):
+    """Return the indices into ``room.around(mesh)`` (or ``mesh``) of faces in view."""
+    if room is None:
+        return np.arange(len(mesh.tris))
+    return np.r_[np.arange(len(mesh.tris)), len(mesh.tris) + room.faces_in_view(
+        viewmat, camera.pinhole_K, camera.pinhole_size)]
+
+
+def _render(mesh, room, viewmat, camera):
+    """Float RGB canvas of ``mesh`` on white, or in ``room``."""
+    if room is None:
+        return render_mesh(mesh, viewmat, camera.pinhole_K, *camera.pinhole_size)[0]
+    return room.render(mesh, viewmat, camera.pinhole_K, *camera.pinhole_size)[0]
 
 
 class _Files:
@@ -206,13 +314,13 @@ def _write_transforms(root, camera, names, viewmats):
     (root / 'transforms.json').write_text(json.dumps(meta, indent=1))
 
 
-def _surface_points(mesh, rng):
-    """``N_POINTS`` points uniform on the surface, their shaded 8-bit colours, their faces."""
+def _surface_points(mesh, rng, n=N_POINTS):
+    """``n`` points uniform on the surface, their shaded 8-bit colours, their faces."""
     edges = mesh.tris[:, 1:] - mesh.tris[:, :1]
     area = 0.5 * np.linalg.norm(np.cross(edges[:, 0], edges[:, 1]), axis=1)
-    faces = rng.choice(len(area), size=N_POINTS, p=area / area.sum())
+    faces = rng.choice(len(area), size=n, p=area / area.sum())
     # Folding the unit square onto the triangle keeps the density uniform.
-    u, v = rng.random((2, N_POINTS))
+    u, v = rng.random((2, n))
     fold = u + v > 1.0
     u, v = np.where(fold, 1.0 - u, u), np.where(fold, 1.0 - v, v)
     points = mesh.tris[faces, 0] + u[:, None] * edges[faces, 0] + v[:, None] * edges[faces, 1]
@@ -220,13 +328,29 @@ def _surface_points(mesh, rng):
     return points, np.round(np.clip(shaded, 0.0, 1.0) * 255.0).astype(np.uint8), faces
 
 
-def _observations(mesh, camera, viewmat, points, faces):
-    """Return which points one view sees and their pixels in its photo (COLMAP convention)."""
+def _background_points(room, first_face, rng):
+    """Sample ``BACKGROUND_POINTS`` on the room's parts; faces count from ``first_face``."""
+    points, colors, faces = [], [], []
+    for part, n in BACKGROUND_POINTS.items():
+        sel = np.nonzero(room.part == PARTS.index(part))[0]
+        p, c, f = _surface_points(Mesh(*(getattr(room.mesh, k)[sel]
+                                         for k in ('tris', 'normals', 'colors'))), rng, n)
+        points.append(p)
+        colors.append(c)
+        faces.append(first_face + sel[f])
+    return (np.concatenate(a) for a in (points, colors, faces))
+
+
+def _observations(mesh, camera, viewmat, points, faces, in_view):
+    """Return which points one view sees and their pixels in its photo (COLMAP convention).
+
+    ``in_view`` are the indices of ``mesh``'s faces that can cover the view's canvas.
+    """
     pw, ph = camera.pinhole_size
     # All faces, not only those facing the camera: the nearest surface is in front anyway.
-    pix, depth = cameras.project_points(mesh.tris.reshape(-1, 3), viewmat, camera.pinhole_K)
-    ids = _zbuffer(pix.reshape(-1, 3, 2), depth.reshape(-1, 3), np.arange(len(mesh.tris)),
-                   ph, pw)
+    pix, depth = cameras.project_points(mesh.tris[in_view].reshape(-1, 3), viewmat,
+                                        camera.pinhole_K)
+    ids = _zbuffer(pix.reshape(-1, 3, 2), depth.reshape(-1, 3), in_view, ph, pw)
     uv, z = cameras.project_points(points, viewmat, camera.pinhole_K)
     col, row = np.floor(uv[:, 0]), np.floor(uv[:, 1])
     seen = (z > 0) & (col >= 0) & (col < pw) & (row >= 0) & (row < ph)
