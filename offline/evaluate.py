@@ -72,6 +72,11 @@ def build_parser():
                         help='IGS without Matching Points Sampling (ablation)')
     parser.add_argument('--steps', type=_positive_int, default=None,
                         help='IGS steps (default: 300 on cuda as in the paper, 60 on cpu)')
+    parser.add_argument('--roi', default='scene',
+                        help="inspection region: 'scene' (the box stored at training), 'none' "
+                        '(whole image) or xmin,ymin,zmin,xmax,ymax,zmax in the scene frame')
+    parser.add_argument('--no-photometric', action='store_true',
+                        help='score without colour-matching the render to the photo (ablation)')
     parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'),
                         help='torch device (auto: cuda when available)')
     parser.add_argument('--limit', type=_positive_int, default=None,
@@ -90,7 +95,8 @@ def build_parser():
 def inspector_config(args, device):
     """InspectorConfig for the parsed arguments; the steps default depends on the device."""
     config = InspectorConfig(extractor=args.extractor, extractor_weights=args.extractor_weights,
-                             matcher=args.matcher)
+                             matcher=args.matcher, roi=args.roi,
+                             photometric=not args.no_photometric)
     igs = IGSConfig() if device.startswith('cuda') else config.igs
     steps = args.steps or igs.steps
     # keep the paper's decay at two thirds of the run whatever the number of steps
@@ -231,11 +237,20 @@ def summary_line(reports, table_path, seconds):
     base = [r['baseline_2d'] for r in reports if r.get('baseline_2d')]
     base_text = (f'; 2D baseline pixel AUROC {mean_of(base, "pixel_auroc")}, image AUROC '
                  f'{mean_of(base, "image_auroc")}' if base else '')
+    verdicts = [r.get('verdict') or {} for r in reports]
+    flagged = _mean([v.get('detection_rate') for v in verdicts])
+    alarms = _mean([v.get('false_alarm_rate') for v in verdicts])
+    verdict_text = (f'; at the threshold {_pct(flagged)} of defective and {_pct(alarms)} of '
+                    'normal images flagged' if (flagged, alarms) != (None, None) else '')
     return (f'evaluated {len(reports)} categor{"y" if len(reports) == 1 else "ies"}, '
             f'{n_images} images: pixel AUROC {mean_of(reports, "pixel_auroc")}, image AUROC '
             f'{mean_of(reports, "image_auroc")}, pixel AP {mean_of(reports, "pixel_ap")}, '
-            f'AUPRO {mean_of(reports, "aupro")}{base_text}; table {table_path} '
+            f'AUPRO {mean_of(reports, "aupro")}{base_text}{verdict_text}; table {table_path} '
             f'({seconds:.0f} s)')
+
+
+def _pct(value):
+    return '-' if value is None else f'{100.0 * value:.0f} %'
 
 
 if __name__ == '__main__':

@@ -18,7 +18,7 @@ from igspad_ros.core.scene import sidecar_path
 
 CONFIG = {'extractor': 'xfeat', 'matcher': 'sift', 'mps': True, 'steps': 7, 'device': 'cpu'}
 DESIGN_KEYS = {'category', 'pixel_auroc', 'image_auroc', 'pixel_ap', 'aupro', 'n_images',
-               'pose', 'timing', 'config', 'images'}
+               'pose', 'timing', 'config', 'images', 'verdict'}
 STEPS = 5
 IMAGE_KEYS = {'path', 'defect_type', 'image_score', 'anomalous', 'rot_deg', 'trans_rel'}
 
@@ -58,6 +58,21 @@ def test_category_report_has_the_design_keys_and_exact_numbers():
     json.dumps(report, allow_nan=False)
 
 
+def test_verdict_at_the_threshold_exact_values():
+    outcomes = _outcomes(True) + [ImageOutcome(
+        path='test/Stains/0.png', defect_type='Stains', mask=np.ones((16, 16), bool),
+        anomaly_map=np.zeros((16, 16), np.float32), image_score=0.3, anomalous=False)]
+    outcomes[2].anomalous = True      # a normal image over the threshold: a false alarm
+    verdict = category_report('brick', outcomes, CONFIG, threshold=0.35)['verdict']
+    assert verdict == {'threshold': 0.35,
+                       'flagged': {'Burrs': 1.0, 'Stains': 0.0, 'good': 0.5},
+                       'detection_rate': 0.5, 'false_alarm_rate': 0.5,
+                       'counts': {'Burrs': [1, 1], 'Stains': [0, 1], 'good': [1, 2]}}
+    only_good = category_report('brick', outcomes[:1], CONFIG)['verdict']
+    assert only_good['detection_rate'] is None and only_good['false_alarm_rate'] == 0.0
+    assert only_good['threshold'] is None
+
+
 def test_category_report_without_poses_and_with_baseline():
     base = _outcomes(False)
     base[1].image_score = 0.1      # the baseline misses the defect at image level
@@ -75,14 +90,15 @@ def test_median_timing_and_markdown_table():
         {'a': 2.0, 'b': 1.0, 'total': 2.0})
     reports = [{'category': 'Gorilla', 'pixel_auroc': 0.998, 'image_auroc': 0.961,
                 'pixel_ap': 0.5, 'aupro': 0.9,
+                'verdict': {'detection_rate': 0.925, 'false_alarm_rate': 0.05},
                 'baseline_2d': {'pixel_auroc': 0.9, 'image_auroc': 0.6, 'pixel_ap': 0.1,
                                 'aupro': 0.2}},
                {'category': 'Unicorn', 'pixel_auroc': 0.996, 'image_auroc': None,
                 'pixel_ap': 0.7, 'aupro': 0.8}]
     lines = markdown_table(reports).splitlines()
-    assert lines[2] == '| Gorilla | 99.8/96.1 | 50.0 | 90.0 | 90.0/60.0 |'
-    assert lines[3] == '| Unicorn | 99.6/- | 70.0 | 80.0 | - |'
-    assert lines[4] == '| Mean | 99.7/96.1 | 60.0 | 85.0 | 90.0/60.0 |'
+    assert lines[2] == '| Gorilla | 99.8/96.1 | 50.0 | 90.0 | 90.0/60.0 | 92.5/5.0 |'
+    assert lines[3] == '| Unicorn | 99.6/- | 70.0 | 80.0 | - | - |'
+    assert lines[4] == '| Mean | 99.7/96.1 | 60.0 | 85.0 | 90.0/60.0 | 92.5/5.0 |'
 
 
 def test_gallery_image_has_four_panels(tmp_path):

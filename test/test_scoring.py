@@ -66,9 +66,15 @@ def test_image_score_is_max_of_average_pool():
         image_score(amap, pool_size=0)
 
 
-def test_calibrate_threshold_mean_plus_k_std():
-    assert calibrate_threshold([1.0, 2.0, 3.0]) == pytest.approx(5.0)
-    assert calibrate_threshold([1.0, 2.0, 3.0], k=1.0) == pytest.approx(3.0)
+def test_calibrate_threshold_median_plus_k_robust_std():
+    # median 2, MAD 1 -> sigma 1.4826
+    assert calibrate_threshold([1.0, 2.0, 3.0]) == pytest.approx(2.0 + 3 * 1.4826)
+    assert calibrate_threshold([1.0, 2.0, 3.0], k=1.0) == pytest.approx(3.4826)
+    # one failed pose among eight views barely moves it (mean + 3 std gave 0.411 here)
+    scores = [0.352, 0.030, 0.074, 0.059, 0.043, 0.038, 0.047, 0.063]
+    assert calibrate_threshold(scores) == pytest.approx(0.053 + 3 * 1.4826 * 0.0125)
+    # nearly equal scores: sigma floored at a tenth of the median
+    assert calibrate_threshold([0.1, 0.1, 0.1]) == pytest.approx(0.13)
     with pytest.raises(ValueError, match='>= 2 finite'):
         calibrate_threshold([0.4])
     with pytest.raises(ValueError, match='>= 2 finite'):

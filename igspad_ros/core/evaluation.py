@@ -11,7 +11,10 @@ OUT.json keys (DESIGN.md): category, pixel_auroc, image_auroc, pixel_ap, aupro, 
 pose {rot_deg_median, trans_rel_median, success_rate_2deg} or null, timing (median seconds
 per image by stage, plus total), config {extractor, matcher, mps, steps, device}, images
 [{path, defect_type, image_score, anomalous, rot_deg, trans_rel}]; ``baseline_2d`` (the four
-metrics of the 2D baseline) is added when it was computed.
+metrics of the 2D baseline) is added when it was computed. ``verdict`` is what an inspection
+cell sees at the calibrated threshold: {threshold, flagged {defect type: share of its
+images flagged anomalous}, detection_rate (all defective images), false_alarm_rate (normal
+images), counts {type: [flagged, images]}}.
 """
 import json
 import os
@@ -52,11 +55,12 @@ class ImageOutcome:
     seconds: dict = field(default_factory=dict)
 
 
-def category_report(category, outcomes, config, baseline_outcomes=None):
+def category_report(category, outcomes, config, baseline_outcomes=None, threshold=None):
     """Build the OUT.json dict of one category from its image outcomes (pure).
 
     ``config`` holds at least CONFIG_KEYS. ``baseline_outcomes``, when given, are the 2D
     baseline's outcomes for the same images, summarised under ``baseline_2d``.
+    ``threshold`` is the verdict threshold the outcomes' ``anomalous`` flags came from.
     """
     if not outcomes:
         raise ValueError(f'category {category}: no test images to evaluate')
@@ -82,10 +86,27 @@ def category_report(category, outcomes, config, baseline_outcomes=None):
                 'success_rate_2deg': float(np.mean(np.asarray(rot) < POSE_SUCCESS_DEG))}
     report = {'category': str(category), **metrics, 'n_images': len(outcomes), 'pose': pose,
               'timing': median_timing([o.seconds for o in outcomes]),
-              'config': {k: config[k] for k in CONFIG_KEYS}, 'images': images}
+              'config': {k: config[k] for k in CONFIG_KEYS},
+              'verdict': verdict_summary(outcomes, threshold), 'images': images}
     if baseline_outcomes is not None:
         report['baseline_2d'] = _metrics(baseline_outcomes)
     return report
+
+
+def verdict_summary(outcomes, threshold=None):
+    """Shares of images flagged anomalous at the threshold: per defect type, defects, normal."""
+    counts = {}
+    for o in outcomes:
+        flagged, total = counts.get(o.defect_type, (0, 0))
+        counts[o.defect_type] = (flagged + bool(o.anomalous), total + 1)
+    defects = [c for t, c in counts.items() if t != 'good']
+    n_defect = sum(n for _, n in defects)
+    good = counts.get('good', (0, 0))
+    return {'threshold': None if threshold is None else float(threshold),
+            'flagged': {t: f / n for t, (f, n) in sorted(counts.items())},
+            'detection_rate': sum(f for f, _ in defects) / n_defect if n_defect else None,
+            'false_alarm_rate': good[0] / good[1] if good[1] else None,
+            'counts': {t: [f, n] for t, (f, n) in sorted(counts.items())}}
 
 
 def median_timing(seconds):
@@ -125,7 +146,9 @@ def evaluate_category(category, inspector, progress=None, gallery_dir=None, base
             if reference.shape != test.image.shape:
                 reference = cv2.resize(reference, test.image.shape[1::-1],
                                        interpolation=cv2.INTER_AREA)
-            amap, score, _, _ = inspector.compare(test.image, reference)
+            h, w = test.image.shape[:2]
+            region = inspector.region(result.init_viewmat, test.K, w, h)
+            amap, score, _, _ = inspector.compare(test.image, reference, region)
             baseline.append(ImageOutcome(
                 path=test.rel_path, defect_type=test.defect_type, mask=mask,
                 anomaly_map=resize_map(amap, METRIC_SIZE), image_score=score,
@@ -133,7 +156,8 @@ def evaluate_category(category, inspector, progress=None, gallery_dir=None, base
         if gallery_dir is not None:
             name = test.rel_path.replace('/', '_').replace('\\', '_')
             save_gallery_image(Path(gallery_dir) / name, test.image, result.rendered,
-                               result.anomaly_map, test.mask, vmax=2.0 * result.threshold)
+                               result.anomaly_map, test.mask, vmax=2.0 * result.threshold,
+                               region=result.region)
     return outcomes, baseline
 
 
@@ -182,21 +206,31 @@ def run_job(job, loader, progress=None):
             return old, True
     meta = read_scene_meta(job.scene_path)
     category = loader(job.data_dir, size=max(int(meta['width']), int(meta['height'])))
-    if job.limit and job.limit < len(category.test):
-        # spread over the sorted list, so every defect type and the good images take part
-        picks = np.unique(np.linspace(0, len(category.test) - 1, job.limit).round().astype(int))
-        category.test = [category.test[i] for i in picks]
+    category.test = spread_subset(category.test, job.limit)
     inspector = Inspector(job.scene_path, job.config, device=job.device,
                           train_views=category.train)
     outcomes, baseline = evaluate_category(category, inspector, progress=progress,
                                            gallery_dir=job.gallery_dir,
                                            baseline_2d=job.baseline_2d)
-    report = category_report(category.name, outcomes, run_config, baseline)
+    report = category_report(category.name, outcomes, run_config, baseline,
+                             threshold=inspector.threshold)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_json.with_name(out_json.name + '.tmp')
     tmp.write_text(json.dumps(report, indent=1) + '\n')
     os.replace(tmp, out_json)
     return report, False
+
+
+def spread_subset(tests, limit):
+    """Return ``limit`` of ``tests`` spread evenly over the list (all for None or more).
+
+    Spread over the sorted test list, every defect type and the good images take part.
+    """
+    tests = list(tests)
+    if not limit or limit >= len(tests):
+        return tests
+    picks = np.unique(np.linspace(0, len(tests) - 1, limit).round().astype(int))
+    return [tests[i] for i in picks]
 
 
 def heatmap_overlay(image, amap, vmax=None, alpha=0.5):
@@ -215,15 +249,23 @@ def heatmap_overlay(image, amap, vmax=None, alpha=0.5):
     return (255.0 * ((1 - alpha) * image + alpha * heat)).clip(0, 255).astype(np.uint8)
 
 
-def save_gallery_image(path, image, rendered, amap, mask, vmax=None):
-    """Write one PNG: test image | rendered normal view | heatmap overlay | ground truth."""
+def save_gallery_image(path, image, rendered, amap, mask, vmax=None, region=None):
+    """Write one PNG: test image | rendered normal view | heatmap overlay | ground truth.
+
+    ``region`` (H, W) bool, the inspection region, is outlined in white on the overlay.
+    """
     image = np.asarray(image, dtype=np.float32)
     rendered = np.asarray(rendered, dtype=np.float32)
     if rendered.shape != image.shape:
         rendered = cv2.resize(rendered, image.shape[1::-1], interpolation=cv2.INTER_LINEAR)
     truth = np.repeat(np.asarray(mask, dtype=np.float32)[..., None], 3, axis=2)
+    overlay = heatmap_overlay(image, amap, vmax)
+    if region is not None and not np.all(region):
+        edge = np.asarray(region, np.uint8)
+        edge = edge - cv2.erode(edge, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
+        overlay[edge.astype(bool)] = 255
     panels = [(image * 255).astype(np.uint8), (rendered * 255).clip(0, 255).astype(np.uint8),
-              heatmap_overlay(image, amap, vmax), (truth * 255).astype(np.uint8)]
+              overlay, (truth * 255).astype(np.uint8)]
     strip = np.concatenate(panels, axis=1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -237,10 +279,14 @@ def markdown_table(reports):
     One row per category report and a Mean row (the mean of the categories); AUROCs as
     "pixel/image" in percent.
     """
-    head = ('| Category | AUROC pixel/image | AP pixel | AUPRO@0.3 | 2D baseline pixel/image |\n'
-            '|---|---|---|---|---|\n')
+    head = ('| Category | AUROC pixel/image | AP pixel | AUPRO@0.3 | 2D baseline pixel/image '
+            '| Flagged defects/normal |\n'
+            '|---|---|---|---|---|---|\n')
     rows = [_row(r['category'], r, r.get('baseline_2d')) for r in reports]
     mean = {k: _mean([r.get(k) for r in reports]) for k in METRIC_KEYS}
+    verdicts = [r.get('verdict') or {} for r in reports]
+    mean['verdict'] = {k: _mean([v.get(k) for v in verdicts])
+                       for k in ('detection_rate', 'false_alarm_rate')}
     with_base = [r['baseline_2d'] for r in reports if r.get('baseline_2d')]
     base_mean = ({k: _mean([b.get(k) for b in with_base]) for k in METRIC_KEYS}
                  if with_base else None)
@@ -251,8 +297,11 @@ def _row(name, m, base):
     pair = f'{_pct(m.get("pixel_auroc"))}/{_pct(m.get("image_auroc"))}'
     base_pair = (f'{_pct(base.get("pixel_auroc"))}/{_pct(base.get("image_auroc"))}'
                  if base else '-')
+    verdict = m.get('verdict') or {}
+    rates = (verdict.get('detection_rate'), verdict.get('false_alarm_rate'))
+    flagged = '-' if rates == (None, None) else f'{_pct(rates[0])}/{_pct(rates[1])}'
     return f'| {name} | {pair} | {_pct(m.get("pixel_ap"))} | {_pct(m.get("aupro"))} | ' \
-           f'{base_pair} |\n'
+           f'{base_pair} | {flagged} |\n'
 
 
 def _pct(value):

@@ -4,6 +4,11 @@ Per image: the initial pose is the retrieved training view with the most matches
 IGS with MPS refines it (3.2); the scene is rendered at the final pose; both images go
 through the feature extractor and eq. (5) / eq. (6) give the anomaly map and image score
 (3.3); the verdict compares the score with the threshold calibrated on normal views.
+Beyond the paper, two steps before scoring make real photos comparable with renders: the
+inspection region (``core.roi``, a box in the scene frame, by default the one stored in
+the scene's meta at training) restricts the map and the score to the pixels that can show
+the object, and the render is colour-matched to the photo on that region
+(``core.photometric``: exposure and white balance, fitted robustly).
 
 Scene artifacts live beside ``scene.ply``: the retrieval index (``scene.index.npz`` for the
 default matcher, ``scene.index.<matcher>.npz`` for others) and ``thresholds`` in
@@ -13,7 +18,7 @@ training; ``Inspector`` builds whatever is missing at load and saves it.
 Threshold calibration uses training views held out of scene training (every
 ``holdout_every``-th view, as ``core.train`` does): each runs through the whole pipeline
 with its own view excluded from retrieval, so its score carries a realistic pose error, and
-the threshold is mean + k std of those normal scores (``scoring.calibrate_threshold``).
+the threshold is their median + k robust std (``scoring.calibrate_threshold``).
 """
 import copy
 import logging
@@ -29,8 +34,10 @@ from igspad_ros.core.features import DEFAULT_EXTRACTOR, make_extractor
 from igspad_ros.core.igs import WHITE, IGSConfig, invert_pose
 from igspad_ros.core.images import check_rgb
 from igspad_ros.core.matching import DEFAULT_MATCHER, make_matcher
+from igspad_ros.core.photometric import IDENTITY, fit_colour_transform
 from igspad_ros.core.render import render
 from igspad_ros.core.retrieval import RetrievalIndex, RetrievalIndexError
+from igspad_ros.core.roi import RegionOfInterest
 from igspad_ros.core.scene import GaussianScene, read_scene_meta, sidecar_path, write_scene_meta
 from igspad_ros.core.scoring import DEFAULT_K_STD, anomaly_map, calibrate_threshold, image_score
 
@@ -63,8 +70,12 @@ class InspectorConfig:
     pool_size: int | None = None    # eq. (6) pooling window in px (None: long side / 16)
     shift_radius: int = 1           # feature cells of residual misalignment tolerated
     threshold: float | None = None  # verdict threshold override
-    calibration_views: int = 8
+    calibration_views: int = 16     # held-out views scored for the threshold (at most)
     calibration_k: float = DEFAULT_K_STD
+    roi: object = 'scene'           # 'scene': the meta's box; 'none': whole image; 6 numbers
+    recover_factor: float = 2.0     # retry IGS when its residual exceeds this x the normal one
+    recover_starts: int = 2         # other retrieved views (>= 15 deg apart) tried then
+    photometric: bool = True        # colour-match the render to the photo before scoring
 
     def __post_init__(self):
         """Range-check the options that IGSConfig and the extractor do not check."""
@@ -72,10 +83,14 @@ class InspectorConfig:
                   ('sigma', self.sigma is None or self.sigma >= 0),
                   ('pool_size', self.pool_size is None or self.pool_size >= 1),
                   ('calibration_views', self.calibration_views >= 2),
-                  ('calibration_k', self.calibration_k >= 0)]
+                  ('calibration_k', self.calibration_k >= 0),
+                  ('recover_factor', self.recover_factor > 0),
+                  ('recover_starts', self.recover_starts >= 0)]
         bad = [name for name, ok in checks if not ok]
         if bad:
             raise ValueError(f'InspectorConfig: out of range: {", ".join(bad)}')
+        if not (self.roi in ('scene', 'none') or isinstance(self.roi, RegionOfInterest)):
+            self.roi = RegionOfInterest.parse(self.roi)
 
 
 @dataclass
@@ -92,6 +107,9 @@ class InspectionResult:
     seconds: dict                   # stage -> seconds, stages in STAGES
     retrieved_view: int = -1        # training view that gave the initial pose
     init_viewmat: np.ndarray | None = None
+    region: np.ndarray | None = None  # (H, W) bool inspection region; None: whole image
+    retried: bool = False           # IGS was run again from other views (high residual)
+    colour: object = IDENTITY       # photometric.ColourTransform applied to ``rendered``
 
 
 class Inspector:
@@ -113,6 +131,7 @@ class Inspector:
         self.K = np.asarray(self.meta['K'], dtype=np.float64)
         self.size = (int(self.meta['width']), int(self.meta['height']))
         self.background = tuple(float(c) for c in self.meta.get('background', WHITE))
+        self.roi = self._region_of_interest()
         self.matcher = make_matcher(self.config.matcher, device=self.device)
         self.extractor = make_extractor(self.config.extractor, device=self.device,
                                         weights=self.config.extractor_weights,
@@ -122,6 +141,8 @@ class Inspector:
         self.holdout_every = int(holdout_every or self.meta.get('holdout_every')
                                  or trained.get('holdout_every') or DEFAULT_HOLDOUT_EVERY)
         self.index = self._load_or_build_index(rebuild)
+        # median IGS residual of the normal held-out views, set by calibration
+        self.residual_reference = self.meta.get('pose_residual_reference')
         self.threshold = self._load_or_calibrate_threshold(rebuild)
 
     @property
@@ -145,9 +166,10 @@ class Inspector:
         pairs = list(zip(images, Ks))
         return [self.inspect(image, K) for image, K in (progress(pairs) if progress else pairs)]
 
-    def compare(self, image, reference):
+    def compare(self, image, reference, region=None):
         """Eq. (5) map and eq. (6) score of ``image`` against an aligned ``reference`` image.
 
+        ``region`` (H, W) bool: the map is zero outside it, so only it counts in the score.
         Returns (anomaly map (H, W) float32, image score, seconds for features, for scoring).
         The 2D baseline compares a test image with its retrieved training view this way.
         """
@@ -162,6 +184,8 @@ class Inspector:
         t1 = time.perf_counter()
         amap = anomaly_map(feats[0], feats[1], size=(h, w), sigma=self.config.sigma,
                            shift_radius=self.config.shift_radius)
+        if region is not None:
+            amap = amap * torch.as_tensor(np.asarray(region, bool), device=amap.device)
         score = image_score(amap, self.config.pool_size)
         amap = amap.cpu().numpy().astype(np.float32)
         return amap, score, t1 - t0, time.perf_counter() - t1
@@ -187,23 +211,62 @@ class Inspector:
                       if c.view_id != exclude_view][:n_hyp]
         seconds['retrieval'] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        starts = np.stack([c.viewmat for c in candidates])
-        estimate = invert_pose(self.scene, image, starts if n_hyp > 1 else starts[0], K,
-                               self.config.igs, matcher=self.matcher, test_features=feats,
-                               background=self.background)
+        estimate = self._invert(image, K, feats, candidates)
+        best = candidates[min(estimate.hypothesis, len(candidates) - 1)]
+        retried = self._failed(estimate)
+        if retried:
+            # A residual far above normal views' is a wrong basin (often the back side):
+            # start again from retrieved views that look from other directions.
+            others = [c for c in self.index.query_features(
+                feats, top_k=len(candidates) + extra + self.config.recover_starts,
+                min_angle_deg=15.0) if c.view_id not in {exclude_view, best.view_id}]
+            for start in others[:self.config.recover_starts]:
+                again = self._invert(image, K, feats, [start])
+                if again.loss < estimate.loss:
+                    estimate, best = again, start
         seconds['igs'] = time.perf_counter() - t0
         t0 = time.perf_counter()
         rendered = self.render_view(estimate.viewmat, K, w, h)
+        region = self.region(estimate.viewmat, K, w, h)
+        colour = (fit_colour_transform(rendered, image, region) if self.config.photometric
+                  else IDENTITY)
+        rendered = rendered if colour.identity else colour.apply(rendered)
         seconds['render'] = time.perf_counter() - t0
-        amap, score, seconds['features'], seconds['scoring'] = self.compare(image, rendered)
-        best = candidates[min(estimate.hypothesis, len(candidates) - 1)]
+        amap, score, seconds['features'], seconds['scoring'] = self.compare(image, rendered,
+                                                                            region)
         return InspectionResult(anomaly_map=amap, image_score=score,
                                 anomalous=bool(score > threshold) if threshold is not None
                                 else False,
                                 threshold=threshold, viewmat=estimate.viewmat,
                                 pose_residual=float(estimate.loss), rendered=rendered,
                                 seconds=seconds, retrieved_view=int(best.view_id),
-                                init_viewmat=best.viewmat)
+                                init_viewmat=best.viewmat, region=region, colour=colour,
+                                retried=retried)
+
+    def _invert(self, image, K, feats, candidates):
+        starts = np.stack([c.viewmat for c in candidates])
+        return invert_pose(self.scene, image, starts if len(starts) > 1 else starts[0], K,
+                           self.config.igs, matcher=self.matcher, test_features=feats,
+                           background=self.background)
+
+    def _failed(self, estimate):
+        """Whether the IGS residual says the pose is in a wrong basin (retry elsewhere)."""
+        return bool(self.config.recover_starts and self.residual_reference
+                    and estimate.loss > self.config.recover_factor * self.residual_reference)
+
+    def region(self, viewmat, K, width, height):
+        """(H, W) bool inspection region of a camera, or None when the whole image counts."""
+        if self.roi is None:
+            return None
+        return self.roi.image_mask(viewmat, K, width, height)
+
+    def _region_of_interest(self):
+        """Return the configured box, the scene meta's (``roi``: six numbers) or None."""
+        if isinstance(self.config.roi, RegionOfInterest):
+            return self.config.roi
+        if self.config.roi == 'scene' and self.meta.get('roi') is not None:
+            return RegionOfInterest.parse(self.meta['roi'])
+        return None
 
     def _load_or_build_index(self, rebuild):
         path = self.index_path
@@ -266,8 +329,10 @@ class Inspector:
         scores = self.normal_scores()
         value = calibrate_threshold(scores, k=self.config.calibration_k)
         stored = dict(stored, **{self.config.extractor: value})
-        write_scene_meta(self.scene_path, {'thresholds': stored})
+        write_scene_meta(self.scene_path, {'thresholds': stored,
+                                           'pose_residual_reference': self.residual_reference})
         self.meta['thresholds'] = stored
+        self.meta['pose_residual_reference'] = self.residual_reference
         _LOG.info('calibrated the %s threshold %.4f on %d held-out views in %.1f s',
                   self.config.extractor, value, len(scores), time.perf_counter() - start)
         return value
@@ -276,20 +341,28 @@ class Inspector:
         """Image scores of held-out normal views through the whole pipeline (own view excluded).
 
         Uses the held-out training images when training views were given, else renders of
-        the scene at those poses.
+        the scene at those poses. Sets ``residual_reference`` to the views' median IGS
+        residual first, then re-runs the views that the failure recovery would retry, so the
+        scores are those inference gives.
         """
         n_views = len(self.index)
         held = [i for i in range(n_views) if i % self.holdout_every == 0] or list(range(n_views))
         picks = [held[i] for i in np.unique(np.linspace(0, len(held) - 1,
                                                         self.config.calibration_views).round()
                                             .astype(int))]
-        scores = []
+        self.residual_reference = None
+        views, results = [], []
         for i in picks:
             K, w, h = self.view_camera(i)
             image = (self._train_views[i].image if self._train_views is not None
                      else self.render_view(self.index.viewmats[i], K, w, h))
-            scores.append(self._inspect(image, K, exclude_view=i, threshold=None).image_score)
-        return scores
+            views.append((i, image, K))
+            results.append(self._inspect(image, K, exclude_view=i, threshold=None))
+        self.residual_reference = float(np.median([r.pose_residual for r in results]))
+        for k, (i, image, K) in enumerate(views):
+            if results[k].pose_residual > self.config.recover_factor * self.residual_reference:
+                results[k] = self._inspect(image, K, exclude_view=i, threshold=None)
+        return [r.image_score for r in results]
 
 
 def prepare_scene_artifacts(scene_path, category, config=None, device='cpu', holdout_every=None):

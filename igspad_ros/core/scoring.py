@@ -5,7 +5,9 @@ Given the feature maps of the test image ``f_t`` and of the normal render at the
 upsampled bilinearly to the image and optionally smoothed by a Gaussian; the image score is
 eq. (6), the maximum of the average-pooled pixel map. The verdict threshold is calibrated on
 normal views only (never on test labels): ``calibrate_threshold`` takes the image scores of
-normal images against their renders and returns mean + k standard deviations.
+normal images against their renders and returns the median + k robust standard deviations
+(1.4826 x the median absolute deviation), so one held-out view whose pose failed does not
+lift the threshold over every defect, as mean + k std did.
 
 Default smoothing and pooling scale with the image: sigma = long side / 64 (4 px at 256 px,
 as PatchCore smooths) and a pool of long side / 16 px.
@@ -19,6 +21,8 @@ import torch.nn.functional as F
 SIGMA_FRACTION = 1.0 / 64.0
 POOL_FRACTION = 1.0 / 16.0
 DEFAULT_K_STD = 3.0
+SIGMA_FLOOR = 0.1         # robust sigma at least this fraction of the median
+MAD_TO_SIGMA = 1.4826     # MAD of a Gaussian times this is its standard deviation
 
 
 def anomaly_map(feat_test, feat_render, size=None, sigma=None, shift_radius=0):
@@ -109,11 +113,14 @@ def image_score(amap, pool_size=None):
 
 
 def calibrate_threshold(normal_scores, k=DEFAULT_K_STD):
-    """Verdict threshold from image scores of normal views: mean + k * sample std (ddof 1).
+    """Verdict threshold from image scores of normal views: median + k * robust sigma.
 
     ``normal_scores`` are eq. (6) scores of normal images against renders at their
-    estimated poses; at least two finite values are needed. With k = 3 about 0.1 % of
-    normal images exceed it if their scores were Gaussian.
+    estimated poses; at least two finite values are needed. sigma is 1.4826 times the
+    median absolute deviation, floored at ``SIGMA_FLOOR`` times the median (a handful of
+    nearly equal scores would otherwise give a threshold at the median itself). With k = 3
+    about 0.1 % of normal images exceed it if their scores were Gaussian; scores far above
+    the rest (a failed pose) barely move it.
     """
     scores = np.asarray(normal_scores, dtype=np.float64).ravel()
     if scores.size < 2 or not np.all(np.isfinite(scores)):
@@ -121,4 +128,6 @@ def calibrate_threshold(normal_scores, k=DEFAULT_K_STD):
                          f'{scores.size} values')
     if k < 0:
         raise ValueError(f'threshold calibration: k must be >= 0, got {k}')
-    return float(scores.mean() + k * scores.std(ddof=1))
+    median = float(np.median(scores))
+    sigma = max(MAD_TO_SIGMA * float(np.median(np.abs(scores - median))), SIGMA_FLOOR * median)
+    return median + k * sigma

@@ -1,0 +1,66 @@
+"""Inspection region: parsing, projection into an image, the default box from 3D points."""
+import numpy as np
+import pytest
+
+from igspad_ros.core import cameras
+from igspad_ros.core.roi import RegionOfInterest, RoiError, estimate_roi
+
+K = np.array([[100.0, 0.0, 32.0], [0.0, 100.0, 32.0], [0.0, 0.0, 1.0]])
+UNIT = RegionOfInterest((-0.5, -0.5, -0.5), (0.5, 0.5, 0.5))
+
+
+def test_parse_and_round_trip():
+    roi = RegionOfInterest.parse(' -1, -2,-3, 1,2, 3 ')
+    assert roi.lo == (-1.0, -2.0, -3.0) and roi.hi == (1.0, 2.0, 3.0)
+    assert RegionOfInterest.parse(roi.as_list()) == roi
+    assert roi.corners().shape == (8, 3)
+    assert sorted(map(tuple, roi.corners()))[0] == (-1.0, -2.0, -3.0)
+
+
+@pytest.mark.parametrize('text, message', [
+    ('1,2,3,4,5', "roi: '1,2,3,4,5' has 5 numbers; need six: xmin,ymin,zmin,xmax,ymax,zmax"),
+    ('a,b,c,d,e,f', "roi: 'a,b,c,d,e,f' is not six numbers xmin,ymin,zmin,xmax,ymax,zmax"),
+    ('0,0,0,1,1,0', 'roi: the minimum corner (0.0, 0.0, 0.0) must be below the maximum '
+                    '(1.0, 1.0, 0.0) on every axis'),
+])
+def test_parse_errors_name_the_input(text, message):
+    with pytest.raises(RoiError) as err:
+        RegionOfInterest.parse(text)
+    assert str(err.value) == message
+
+
+def test_image_mask_is_the_projected_box():
+    viewmat = cameras.look_at((0.0, 0.0, 4.0), up=(0.0, 1.0, 0.0))
+    mask = UNIT.image_mask(viewmat, K, 64, 64)
+    # the near face at depth 3.5 hides the far one: a square 2 * 100 * 0.5 / 3.5 px wide
+    side = 100.0 / 3.5
+    assert mask.shape == (64, 64) and mask[32, 32] and not mask[0, 0]
+    # pixel centres j + 0.5 within 32 +- 14.29: j = 18 .. 45, 28 x 28 pixels
+    assert int(mask.sum()) == 28 * 28 and abs(28 - side) < 1
+    rows, cols = np.nonzero(mask)
+    assert rows.min() == cols.min() == 18 and rows.max() == cols.max() == 45
+
+
+def test_camera_inside_the_box_sees_it_everywhere():
+    viewmat = cameras.look_at((0.0, 0.0, 0.2), up=(0.0, 1.0, 0.0))
+    assert UNIT.image_mask(viewmat, K, 40, 30).all()
+
+
+def test_estimate_ignores_points_the_cameras_do_not_frame():
+    rng = np.random.default_rng(0)
+    obj = rng.uniform((-0.6, -0.4, -0.2), (0.6, 0.4, 0.2), size=(3000, 3))
+    walls = rng.uniform(-8.0, 8.0, size=(3000, 3))
+    walls = walls[np.linalg.norm(walls, axis=1) > 6.0]
+    eyes = [(4 * np.cos(a), 4 * np.sin(a), 1.5) for a in np.linspace(0, 2 * np.pi, 12)]
+    viewmats = [cameras.look_at(e) for e in eyes]
+    roi = estimate_roi(np.concatenate([obj, walls]), viewmats, K, (64, 64))
+    # the object's 1st..99th percentiles, padded by a tenth of their extent; no wall point
+    lo, hi = np.percentile(obj, 1, axis=0), np.percentile(obj, 99, axis=0)
+    np.testing.assert_allclose(roi.lo, lo - 0.1 * (hi - lo), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(roi.hi, hi + 0.1 * (hi - lo), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(roi.hi, (0.70, 0.47, 0.235), atol=0.02)
+    with pytest.raises(RoiError, match='only 0 scene points lie within'):
+        estimate_roi(walls, viewmats, K, (64, 64))
+    # points weighted below one half (transparent Gaussians) do not count
+    half = estimate_roi(obj, viewmats, K, (64, 64), weights=(obj[:, 0] < 0) * 1.0)
+    assert half.hi[0] < 0.07 and half.lo == pytest.approx(roi.lo, abs=0.07)
