@@ -3,7 +3,8 @@
 
 --data is a MAD category, a nerfstudio / instant-ngp transforms.json capture or a COLMAP
 folder (images/ + sparse/0/), detected from its files (--format forces one). Views are
-undistorted once at load; their pinholes go into scene.meta.json.
+undistorted once at load; their pinholes go into scene.meta.json, with the inspection
+region (--roi; by default a box around the SfM points or Gaussians the cameras frame).
 
 Example: offline/train_scene.py --data data/synthetic/brick --out scenes/brick/scene.ply
 """
@@ -18,8 +19,9 @@ from tqdm import tqdm
 
 from igspad_ros.cli import ToolParser
 from igspad_ros.core.inspector import prepare_scene_artifacts
+from igspad_ros.core.roi import RegionOfInterest, estimate_roi
 from igspad_ros.core.scene import PlyFormatError, write_scene_meta
-from igspad_ros.core.train import TrainConfig, border_colour, train_scene
+from igspad_ros.core.train import TrainConfig, border_colour, plain_background, train_scene
 from igspad_ros.data.capture import FORMATS, load_capture
 from igspad_ros.data.mad import MadFormatError
 
@@ -44,6 +46,16 @@ def main(argv=None):
     parser.add_argument('--background', default='auto',
                         help='colour behind the object: white, black, R,G,B in [0, 1], or auto '
                         '(MAD: white; a capture: the median colour of its image borders)')
+    parser.add_argument('--roi', default='auto',
+                        help='inspection region in the scene frame: xmin,ymin,zmin,xmax,ymax,'
+                        'zmax, none (whole image), or auto (a box around the SfM points, else the '
+                        'Gaussians, that the cameras frame)')
+    parser.add_argument('--pose-opt', action='store_true',
+                        help='refine every training pose with the scene (noisy SfM or robot '
+                        'poses); the retrieval index and meta use the refined poses')
+    parser.add_argument('--appearance', action='store_true',
+                        help='learn a colour transform per training view (auto-exposure, white '
+                        'balance); held-out views are colour-matched before the PSNR')
     parser.add_argument('--seed', type=int, default=0, help='random seed (0)')
     parser.add_argument('--threads', type=int, default=None,
                         help='torch CPU threads (default: torch default; 1 is fastest on a '
@@ -62,19 +74,32 @@ def main(argv=None):
                                    ('sh_degree', args.sh_degree)) if v is not None}
     try:
         _check_out(args.data, args.out)
-        config = TrainConfig.for_device(device, seed=args.seed, **overrides)
+        if args.roi not in ('auto', 'none'):
+            RegionOfInterest.parse(args.roi)     # a malformed box fails before training
+        config = TrainConfig.for_device(device, seed=args.seed, pose_opt=args.pose_opt,
+                                        appearance=args.appearance, **overrides)
         category = load_capture(args.data, size=config.size, load_test=False,
                                 format=args.format)
         views = category.train
         config = replace(config, background=_background(args.background, category))
+        if category.points is None and not plain_background(
+                [v.image for v in views], [v.mask for v in views]):
+            # no SfM points and a real background: seed Gaussians beyond the object too
+            config = replace(config, init_background=0.3)
         with tqdm(total=config.iters, unit='step', disable=not sys.stderr.isatty()) as bar:
             scene, report = train_scene([v.image for v in views], [v.viewmat for v in views],
                                         np.stack([v.K for v in views]), config, device=device,
                                         progress=bar.update, masks=[v.mask for v in views],
                                         points=category.points,
                                         point_colors=category.point_colors)
+        if report.viewmats is not None:
+            for view, viewmat in zip(views, report.viewmats):
+                view.viewmat = viewmat
         scene.save_ply(args.out)
-        write_scene_meta(args.out, scene_meta(category, config, report, device), merge=False)
+        roi = _roi(args.roi, category, scene)
+        meta = dict(scene_meta(category, config, report, device),
+                    roi=None if roi is None else roi.as_list())
+        write_scene_meta(args.out, meta, merge=False)
         # The node starts fast when the retrieval index and the threshold lie beside the scene.
         inspector = prepare_scene_artifacts(args.out, category, device=device,
                                             holdout_every=config.holdout_every)
@@ -82,6 +107,10 @@ def main(argv=None):
         print(f'{parser.prog}: error: {err}', file=sys.stderr)
         return 2
     psnr = 'n/a' if report.psnr is None else f'{report.psnr:.2f} dB'
+    if report.pose_correction:
+        c = report.pose_correction
+        psnr += (f', poses moved by a median {c["rot_deg_median"]:.2f} deg (max '
+                 f'{c["rot_deg_max"]:.2f}) and {100 * c["shift_median"]:.2f} % of the scene')
     skipped = f', {category.skipped} unregistered skipped' if category.skipped else ''
     print(f'wrote {args.out}: {scene.n} Gaussians from {report.n_train_views} views of '
           f'{category.name} ({category.format}{skipped}) at {category.width}x{category.height}, '
@@ -126,6 +155,22 @@ def _background(text, category):
     if len(colour) != 3 or not all(0.0 <= c <= 1.0 for c in colour):
         raise ValueError(f'--background {text!r}: use white, black, auto or R,G,B in [0, 1]')
     return colour
+
+
+def _roi(text, category, scene):
+    """Parse --roi: six numbers, none, or auto (estimated from the SfM points or Gaussians)."""
+    if text == 'none':
+        return None
+    if text != 'auto':
+        return RegionOfInterest.parse(text)
+    views = category.train
+    if category.points is not None and len(category.points):
+        points, weights = category.points, None
+    else:
+        points = scene.means.detach().cpu().numpy()
+        weights = torch.sigmoid(scene.opacity_logits.detach().cpu()).numpy()
+    return estimate_roi(points, [v.viewmat for v in views], [v.K for v in views],
+                        [(v.image.shape[1], v.image.shape[0]) for v in views], weights)
 
 
 def _check_out(data, out):

@@ -80,14 +80,25 @@ def test_capture_bag_through_bag_to_capture_gives_the_same_poses(capture, tmp_pa
         np.testing.assert_array_equal(got.image, want.image)
 
 
-def test_capture_trains_and_evaluates_end_to_end(synthetic_capture_dirs, capture, tmp_path,
-                                                 load_script, capsys):
-    scene = tmp_path / 'scene.ply'
+@pytest.fixture(scope='module')
+def capture_scene(synthetic_capture_dirs, tmp_path_factory, load_script):
+    """(scene path, the tool's summary line) of the COLMAP copy trained at 64 x 48."""
+    import contextlib
+    import io
+
+    scene = tmp_path_factory.mktemp('capture_scene') / 'scene.ply'
     train = load_script('offline/train_scene.py')
-    assert train.main(['--data', str(synthetic_capture_dirs['colmap']), '--out', str(scene),
-                       '--device', 'cpu', '--size', '64', '--iters', '600',
-                       '--threads', '1']) == 0
-    line = capsys.readouterr().out
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert train.main(['--data', str(synthetic_capture_dirs['colmap']), '--out', str(scene),
+                           '--device', 'cpu', '--size', '64', '--iters', '600',
+                           '--threads', '1']) == 0
+    return scene, out.getvalue()
+
+
+def test_capture_trains_and_evaluates_end_to_end(synthetic_capture_dirs, capture, capture_scene,
+                                                 tmp_path, load_script):
+    scene, line = capture_scene
     assert 'from 52 views of brick_colmap (colmap) at 64x48' in line
     psnr = float(line.split('held-out PSNR ')[1].split(' dB')[0])
     assert psnr > 25.0
@@ -96,6 +107,9 @@ def test_capture_trains_and_evaluates_end_to_end(synthetic_capture_dirs, capture
     np.testing.assert_allclose(meta['views']['K'], [v.K for v in capture.train], rtol=0,
                                atol=1e-12)
     assert meta['views']['size'] == [[64, 48]] * 60
+    # the inspection region: a box around the SfM points, the object's 1.3 x 1.1 plate
+    lo, hi = np.array(meta['roi'][:3]), np.array(meta['roi'][3:])
+    assert np.all(hi - lo > 0.3) and np.all(hi - lo < 2.0)
     (camera,) = meta['undistorted'].values()
     assert camera['model'] == 'radtan'
     np.testing.assert_allclose(camera['coeffs'], DISTORTION.coeffs, rtol=0, atol=1e-12)
@@ -140,3 +154,28 @@ def test_tools_name_a_folder_that_is_no_capture(tmp_path, load_script, capsys):
                      '--format', 'colmap']) == 2
     assert capsys.readouterr().err.endswith(f' error: {folder}: no COLMAP model (no sparse/0/ '
                                             'or sparse/ with cameras.bin or cameras.txt)\n')
+
+
+def test_exposure_change_is_normal_and_a_stain_is_not(capture, capture_scene):
+    """A normal view 20 % brighter scores below the threshold; with a painted stain, above."""
+    import torch
+
+    from igspad_ros.core.inspector import Inspector, InspectorConfig
+
+    torch.set_num_threads(1)
+    inspector = Inspector(capture_scene[0], InspectorConfig(), device='cpu')
+    good = next(t for t in capture.test if t.defect_type == 'good')
+    brighter = np.clip(good.image * 1.2, 0.0, 1.0)
+    normal = inspector.inspect(brighter, good.K)
+    stained = brighter.copy()
+    cv2.circle(stained, (34, 24), 6, (0.55, 0.1, 0.45), -1)
+    defect = inspector.inspect(stained, good.K)
+    assert min(normal.colour.gain) > 1.04          # the render was brightened to match
+    # measured: 0.064 < 0.111 < 0.283
+    assert normal.image_score < inspector.threshold < defect.image_score
+    # xfeat normalises brightness itself; colour features need the alignment
+    scores = [Inspector(capture_scene[0], InspectorConfig(extractor='pixel', threshold=1.0,
+                                                          photometric=aligned),
+                        device='cpu').inspect(brighter, good.K).image_score
+              for aligned in (True, False)]
+    assert scores[1] > 1.5 * scores[0]

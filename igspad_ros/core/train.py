@@ -10,10 +10,19 @@ points3D); MAD has none, so they start at random points in the sphere the camera
 around the point they look at, optionally carved to the object's visual hull (points that
 project onto non-background pixels in most views).
 Every ``holdout_every``-th view is held out and scores the model (PSNR) at the end.
+
+Two options for real captures (beyond the paper). ``pose_opt``: noisy training poses (SfM,
+a robot's TF) are refined jointly with the scene, one SE(3) correction per view as
+gsplat's trainer does (a camera-frame twist, ``cameras.apply_pose_increment``); held-out
+views, which the scene never fits, get theirs by IGS against the trained scene before
+they are scored. ``appearance``: each training view has its own colour transform
+(per-channel gain and offset, zero mean over the views so the scene keeps the average
+look), which absorbs auto-exposure and white balance; held-out views are colour-matched
+(``photometric.fit_colour_transform``) before the PSNR.
 """
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -21,6 +30,8 @@ import torch.nn.functional as F
 from gsplat.strategy import DefaultStrategy
 
 from igspad_ros.core import cameras
+from igspad_ros.core.igs import IGSConfig, invert_pose
+from igspad_ros.core.photometric import IDENTITY, fit_colour_transform
 from igspad_ros.core.render import render
 from igspad_ros.core.scene import GaussianScene
 
@@ -45,6 +56,7 @@ class TrainConfig:
     n_init: int = 100_000
     init_carve: bool = True         # keep initial points inside the object's visual hull
     init_opacity: float = 0.1
+    init_background: float = 0.0   # share of random initial points beyond the object (room)
     lr_means: float = 1.6e-4        # times the scene scale, decayed 100x over the run
     lr_scales: float = 5e-3
     lr_quats: float = 1e-3
@@ -60,16 +72,24 @@ class TrainConfig:
     reset_every: int = 3000
     holdout_every: int = 8          # every 8th view is held out for the PSNR (0: none)
     background: tuple = BACKGROUND  # RGB in [0, 1] behind the Gaussians
+    pose_opt: bool = False          # refine one SE(3) correction per training view
+    pose_lr: float = 1e-3           # Adam on the twist (rotation rad, translation / scale)
+    pose_opt_start: int = 100       # step the corrections start moving
+    appearance: bool = False        # one colour transform (gain, offset) per training view
+    appearance_lr: float = 5e-3
     seed: int = 0
 
     def __post_init__(self):
         checks = {'iters': self.iters >= 1, 'batch_size': self.batch_size >= 1,
                   'sh_degree': 0 <= self.sh_degree <= 3, 'n_init': self.n_init >= 1,
                   'init_opacity': 0 < self.init_opacity < 1, 'lr_scale': self.lr_scale > 0,
+                  'init_background': 0.0 <= self.init_background < 1.0,
                   'holdout_every': self.holdout_every == 0 or self.holdout_every >= 2,
                   'size': self.size is None or 8 <= self.size <= 8192,
                   'refine_every': self.refine_every >= 1,
                   'sh_degree_interval': self.sh_degree_interval >= 1,
+                  'pose_lr': self.pose_lr > 0, 'pose_opt_start': self.pose_opt_start >= 0,
+                  'appearance_lr': self.appearance_lr > 0,
                   'background': len(self.background) == 3
                   and all(0.0 <= float(c) <= 1.0 for c in self.background)}
         bad = [name for name, ok in checks.items() if not ok]
@@ -92,7 +112,12 @@ class TrainConfig:
 
 @dataclass
 class TrainReport:
-    """What a training run reached: held-out PSNR (dB), Gaussians, seconds, steps."""
+    """What a training run reached: held-out PSNR (dB), Gaussians, seconds, steps.
+
+    With ``pose_opt``, ``viewmats`` are every view's refined pose (training order, held-out
+    views by IGS) and ``pose_correction`` summarises how far they moved: median and maximum
+    rotation (degrees) and camera-centre shift (fraction of the scene scale).
+    """
 
     psnr: float | None
     n_gaussians: int
@@ -100,10 +125,14 @@ class TrainReport:
     iters: int
     n_train_views: int
     n_holdout_views: int
+    pose_correction: dict | None = None
+    viewmats: list | None = field(default=None, repr=False)
 
     def as_dict(self):
-        """Return the report as a plain dict (for JSON)."""
-        return asdict(self)
+        """Return the report as a plain dict (for JSON), without the refined viewmats."""
+        out = asdict(self)
+        out.pop('viewmats')
+        return out
 
 
 def train_scene(images, viewmats, K, config=None, device='cpu', progress=None, masks=None,
@@ -161,18 +190,20 @@ def train_scene(images, viewmats, K, config=None, device='cpu', progress=None, m
     state = strategy.initialize_state(scene_scale=scene_scale)
     decay = 0.01 ** (1.0 / max(config.iters, 1))
     window = _ssim_window(device)
+    views = _ViewCorrections(len(images), config, scene_scale, device)
 
     for step in range(config.iters):
         idx = rng.choice(train, size=min(config.batch_size, len(train)), replace=False)
         height, width = images[idx[0]].shape[:2]
         degree = min(step // config.sh_degree_interval, config.sh_degree)
         pick = torch.as_tensor(idx, device=device)
-        out = render(_scene_of(params, degree), vms[pick], Ks_t[pick], width, height,
-                     background=background)
+        out = render(_scene_of(params, degree), views.viewmats(vms, pick, step), Ks_t[pick],
+                     width, height, background=background)
+        rgb = views.colour(out.rgb, pick)
         target = torch.stack([gt[i] if fit[i] is None
-                              else torch.where(fit[i], gt[i], out.rgb[k].detach())
+                              else torch.where(fit[i], gt[i], rgb[k].detach())
                               for k, i in enumerate(idx)])
-        loss = photometric_loss(out.rgb, target, window)
+        loss = photometric_loss(rgb, target, window)
         strategy.step_pre_backward(params, optimizers, state, step, out.info)
         loss.backward()
         for opt in optimizers.values():
@@ -180,19 +211,88 @@ def train_scene(images, viewmats, K, config=None, device='cpu', progress=None, m
             opt.zero_grad(set_to_none=True)
         for group in optimizers['means'].param_groups:
             group['lr'] *= decay
+        views.step(step, decay)
         strategy.step_post_backward(params, optimizers, state, step, out.info, packed=False)
         if progress is not None:
             progress(1)
 
     scene = _scene_of(params, config.sh_degree).detach()
+    refined = views.refined(vms)
+    if config.pose_opt and held:    # the scene never saw them: their poses come from IGS
+        igs = IGSConfig(steps=60, lr_decay_step=40, mps=False)
+        for i in held:
+            refined[i] = invert_pose(scene, images[i], viewmats[i], Ks[i], igs,
+                                     background=background).viewmat
     psnr = None
     if held:   # scored on the training device (gsplat on CUDA)
-        psnr = float(np.mean([render_psnr(scene, viewmats[i], Ks[i], images[i], masks[i],
-                                          background) for i in held]))
+        psnr = float(np.mean([render_psnr(scene, refined[i], Ks[i], images[i], masks[i],
+                                          background, match_colour=config.appearance)
+                              for i in held]))
     scene = scene.to('cpu')
     report = TrainReport(psnr=psnr, n_gaussians=scene.n, seconds=time.perf_counter() - start,
                          iters=config.iters, n_train_views=len(train), n_holdout_views=len(held))
+    if config.pose_opt:
+        report.viewmats = refined
+        report.pose_correction = pose_change(viewmats, refined, scene_scale)
     return scene, report
+
+
+class _ViewCorrections:
+    """Per-view pose twists and colour transforms optimised with the scene (when enabled)."""
+
+    def __init__(self, n_views, config, scene_scale, device):
+        self.config = config
+        self.scale = torch.tensor([scene_scale] * 3 + [1.0] * 3, device=device)
+        self.twists = self.colours = None
+        self.optimizers = []
+        if config.pose_opt:
+            self.twists = torch.nn.Parameter(torch.zeros(n_views, 6, device=device))
+            self.optimizers.append(torch.optim.Adam([self.twists], lr=config.pose_lr))
+        if config.appearance:     # (gain - 1, offset) per channel
+            self.colours = torch.nn.Parameter(torch.zeros(n_views, 2, 3, device=device))
+            self.optimizers.append(torch.optim.Adam([self.colours], lr=config.appearance_lr))
+
+    def viewmats(self, vms, pick, step):
+        """Viewmats of the picked views, corrected once the corrections may move."""
+        if self.twists is None or step < self.config.pose_opt_start:
+            return vms[pick]
+        return cameras.apply_pose_increment(self.twists[pick] * self.scale, vms[pick])
+
+    def colour(self, rgb, pick):
+        """Return the rendered (B, H, W, 3) images in each picked view's own colours."""
+        if self.colours is None:
+            return rgb
+        c = self.colours[pick]
+        return rgb * (1.0 + c[:, None, None, 0]) + c[:, None, None, 1]
+
+    def step(self, step, decay):
+        """Apply the gradients; keep the colours' mean at zero (the scene holds the mean)."""
+        for opt in self.optimizers:
+            if opt.param_groups[0]['params'][0].grad is not None:
+                opt.step()
+            opt.zero_grad(set_to_none=True)
+            for group in opt.param_groups:
+                group['lr'] *= decay ** 0.5
+        if self.colours is not None:
+            with torch.no_grad():
+                self.colours -= self.colours.mean(0, keepdim=True)
+
+    def refined(self, vms):
+        """Every view's corrected viewmat, (4, 4) float64 numpy each."""
+        if self.twists is None:
+            return [v.double().cpu().numpy() for v in vms]
+        with torch.no_grad():
+            out = cameras.apply_pose_increment(self.twists * self.scale, vms)
+        return [v.double().cpu().numpy() for v in out]
+
+
+def pose_change(before, after, scale):
+    """Median and max rotation (deg) and centre shift (fraction of ``scale``) between poses."""
+    rot = [cameras.rotation_error_deg(a, b) for a, b in zip(after, before)]
+    shift = [np.linalg.norm(cameras.camera_center(a) - cameras.camera_center(b)) / scale
+             for a, b in zip(after, before)]
+    return {'rot_deg_median': float(np.median(rot)), 'rot_deg_max': float(np.max(rot)),
+            'shift_median': float(np.median(shift)), 'shift_max': float(np.max(shift))}
 
 
 def _per_view(K, n):
@@ -217,8 +317,11 @@ def _initial_scene(images, viewmats, Ks, masks, config, rng, points, point_color
                                   replace=False))
         points, colors = points[keep].astype(np.float32), np.clip(colors[keep], 0, 1)
     else:
-        points = initial_points(images, viewmats, Ks, config.n_init, config.init_carve, rng,
-                                background=config.background, masks=masks)
+        n_far = int(round(config.init_background * config.n_init))
+        points = initial_points(images, viewmats, Ks, config.n_init - n_far, config.init_carve,
+                                rng, background=config.background, masks=masks)
+        if n_far:
+            points = np.concatenate([points, surrounding_points(viewmats, n_far, rng)])
         colors = np.clip(0.5 + 0.05 * rng.standard_normal(points.shape), 0, 1)
     return GaussianScene.from_points(points, colors, sh_degree=config.sh_degree,
                                      opacity=config.init_opacity)
@@ -251,15 +354,19 @@ def ssim(a, b, window=None):
 
 
 @torch.no_grad()
-def render_psnr(scene, viewmat, K, image, mask=None, background=BACKGROUND):
+def render_psnr(scene, viewmat, K, image, mask=None, background=BACKGROUND, match_colour=False):
     """PSNR (dB) of the scene rendered at ``viewmat`` against ``image`` (H,W,3) in [0,1].
 
-    With ``mask`` (H,W) bool only those pixels count.
+    With ``mask`` (H,W) bool only those pixels count; with ``match_colour`` the render is
+    first colour-matched to the image (``photometric.fit_colour_transform``).
     """
     height, width = image.shape[:2]
     rgb = render(scene, torch.as_tensor(viewmat, dtype=torch.float32), K, width, height,
-                 background=background).rgb.clamp(0, 1)
-    err = ((rgb.cpu() - torch.as_tensor(image)) ** 2).mean(-1)
+                 background=background).rgb.clamp(0, 1).cpu()
+    if match_colour:
+        colour = fit_colour_transform(rgb.numpy(), image, mask)
+        rgb = rgb if colour == IDENTITY else torch.from_numpy(colour.apply(rgb.numpy()))
+    err = ((rgb - torch.as_tensor(image)) ** 2).mean(-1)
     mse = float(err.mean() if mask is None else err[torch.as_tensor(np.asarray(mask, bool))]
                 .mean())
     return -10.0 * math.log10(max(mse, 1e-12))
@@ -307,11 +414,28 @@ def initial_points(images, viewmats, K, n, carve, rng, background=BACKGROUND, ma
     return np.concatenate([hull, rest]).astype(np.float32)
 
 
-def border_colour(images, masks=None):
-    """Median colour of the images' border pixels (inside their masks): a capture's backdrop.
+def surrounding_points(viewmats, n, rng):
+    """``n`` random points around the cameras, for a background the Gaussians must model.
 
-    Rounded to 8 bits, so a white or black backdrop gives exactly white or black.
+    Uniform in direction around the cameras' look-at point, at distances from a tenth to
+    three times the median camera distance (a room, a table beyond the object).
     """
+    centre = look_at_centre(viewmats)
+    dist = np.median([np.linalg.norm(cameras.camera_center(v) - centre) for v in viewmats])
+    direction = rng.standard_normal((n, 3))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    return (centre + direction * dist * rng.uniform(0.1, 3.0, (n, 1))).astype(np.float32)
+
+
+def plain_background(images, masks=None, tolerance=0.05):
+    """Tell whether the images' border pixels are one colour (a backdrop), not a scene."""
+    rims = _border_pixels(images, masks)
+    if not len(rims):
+        return True
+    return bool(np.median(np.abs(rims - np.median(rims, axis=0)).max(axis=1)) < tolerance)
+
+
+def _border_pixels(images, masks=None):
     masks = masks if masks is not None else [None] * len(images)
     rims = []
     for image, mask in zip(images, masks):
@@ -321,7 +445,15 @@ def border_colour(images, masks=None):
         if mask is not None:
             rim &= mask
         rims.append(image[rim])
-    rims = np.concatenate(rims) if rims else np.zeros((0, 3), np.float32)
+    return np.concatenate(rims) if rims else np.zeros((0, 3), np.float32)
+
+
+def border_colour(images, masks=None):
+    """Median colour of the images' border pixels (inside their masks): a capture's backdrop.
+
+    Rounded to 8 bits, so a white or black backdrop gives exactly white or black.
+    """
+    rims = _border_pixels(images, masks)
     if not len(rims):
         return BACKGROUND
     return tuple(float(c) for c in np.round(np.median(rims, axis=0) * 255.0) / 255.0)
