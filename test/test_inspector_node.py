@@ -1,9 +1,12 @@
-"""The inspector node over real rclpy and DDS, on the small synthetic scene.
+"""The inspector lifecycle node over real rclpy and DDS, on the small synthetic scene.
 
 Traffic stays on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) in a domain derived
-from the process id. One node runs in-process for the module (executor in a thread); the
-lens test starts a second one with converged IGS; one test starts the ``inspector`` console
-script as a subprocess.
+from the process id. One node runs in-process for the module (executor in a thread); of the
+tests sharing it the lifecycle one cycles it through every state and leaves it active, and
+the CameraInfo pairing one runs last (it leaves the node expecting CameraInfo). The lens
+test starts a second one with converged IGS; one test starts the ``inspector`` console
+script as a subprocess. The standard outputs (vision_msgs, /tf) are
+checked where their packages import, i.e. on a ROS machine.
 """
 import io
 import os
@@ -24,10 +27,15 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from PIL import Image as PilImage
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
+from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -40,13 +48,17 @@ from igspad_ros.data.image_encoding import decode_image, encode_image
 from igspad_ros.data.mesh_render import render_mesh
 from igspad_ros.ros import conversions
 from igspad_ros.ros.flow import FrameQueue
-from igspad_ros.ros.inspector_node import PARAMETERS, InspectorNode, _inspector_config
+from igspad_ros.ros.inspector_node import InspectorNode
+from igspad_ros.ros.parameters import PARAMETERS, inspector_config
 
 IGS_STEPS = 10            # small: node tests check plumbing and verdicts, not pose accuracy
 SHORTLIST = 4
 CALIBRATION_VIEWS = 3
 OUTPUTS = {'anomaly_map': Image, 'overlay': Image, 'rendered': Image,
            'object_pose': PoseStamped, 'verdict': DiagnosticArray}
+if conversions.HAVE_VISION_MSGS:      # the standard outputs, on a ROS machine
+    OUTPUTS.update(detections=conversions.Detection3DArray,
+                   classification=conversions.Classification)
 _QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
                   reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 CONSOLE_SCRIPT = Path(sys.executable).with_name('inspector')
@@ -77,12 +89,15 @@ class Probe(Node):
         self.cond = threading.Condition()
         self.got = {}            # stamp ns -> {output name: message}
         self.health = []         # /diagnostics messages of the inspector
+        self.tf = {}             # stamp ns -> transforms on /tf (where tf2_msgs imports)
         self.image_pub = self.create_publisher(Image, image_topic, _QOS)
         self.compressed_pub = self.create_publisher(CompressedImage,
                                                     image_topic + '/compressed', _QOS)
         self.info_pub = self.create_publisher(CameraInfo, info_topic, _QOS)
         for name, kind in OUTPUTS.items():
             self.create_subscription(kind, f'{inspector}/{name}', self._keep(name), _QOS)
+        if conversions.HAVE_TF2_MSGS:
+            self.create_subscription(conversions.TFMessage, '/tf', self._on_tf, _QOS)
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_health, _QOS)
 
     def _keep(self, name):
@@ -91,6 +106,12 @@ class Probe(Node):
                 self.got.setdefault(_ns(msg.header.stamp), {})[name] = msg
                 self.cond.notify_all()
         return receive
+
+    def _on_tf(self, msg):
+        with self.cond:
+            for transform in msg.transforms:
+                self.tf.setdefault(_ns(transform.header.stamp), []).append(transform)
+            self.cond.notify_all()
 
     def _on_health(self, msg):
         with self.cond:
@@ -136,6 +157,14 @@ def _wait_subscribed(publisher, timeout=30.0):
         time.sleep(0.05)
 
 
+def _poll(predicate, timeout, period=0.02):
+    """Poll ``predicate`` until it holds or ``timeout`` s pass; return its last value."""
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(period)
+    return predicate()
+
+
 def _until_answered(probe, publish, stamp, attempts=12, wait=10.0):
     """Publish stamps ``stamp``, ``stamp + 1``, ... until one is answered.
 
@@ -158,7 +187,7 @@ def scene_path(trained_scene_path, synthetic_category, tmp_path_factory):
     shutil.copy(sidecar_path(trained_scene_path, 'meta'), sidecar_path(target, 'meta'))
     settings = {name: spec[0] for name, spec in PARAMETERS.items()}
     settings.update(igs_steps=IGS_STEPS, retrieval_shortlist=SHORTLIST)
-    config = replace(_inspector_config(settings), calibration_views=CALIBRATION_VIEWS)
+    config = replace(inspector_config(settings), calibration_views=CALIBRATION_VIEWS)
     prepare_scene_artifacts(target, synthetic_category, config, device='cpu')
     return target
 
@@ -225,7 +254,28 @@ def _send_and_check(probe, image, stamp, frame_id='cam_A'):
     assert values['latency_ms'] >= values['inference_ms'] > 0
     assert (status[0].level == DiagnosticStatus.ERROR) == (
         values['image_score'] > values['threshold'])
+    assert values['pool_size_px'] == round(max(height, width) / 16)
+    if 'detections' in out:     # vision_msgs: the same pose, score and verdict
+        _check_standard_outputs(probe, out, values, stamp, frame_id)
     return status[0].level, values
+
+
+def _check_standard_outputs(probe, out, values, stamp, frame_id):
+    (detection,) = out['detections'].detections
+    (hypothesis,) = detection.results
+    assert (detection.id, hypothesis.hypothesis.class_id) == ('brick', 'brick')
+    assert hypothesis.hypothesis.score == values['image_score']
+    assert hypothesis.pose.pose == out['object_pose'].pose
+    (verdict,) = out['classification'].results
+    assert verdict.class_id == ('anomalous' if out['verdict'].status[0].level
+                                == DiagnosticStatus.ERROR else 'normal')
+    assert verdict.score == values['image_score']
+    if conversions.HAVE_TF2_MSGS:
+        assert probe.wait(lambda: stamp in probe.tf, 10)
+        (transform,) = probe.tf[stamp]
+        assert (transform.header.frame_id, transform.child_frame_id) == (
+            frame_id, 'inspected_object')
+        assert transform.transform.translation.z == out['object_pose'].pose.position.z
 
 
 def test_outputs_copy_the_header_and_verdicts_separate_defect_from_normal(
@@ -344,21 +394,141 @@ def test_malformed_images_are_counted_and_the_node_keeps_serving(graph, images):
                       and int(probe.health[-1][1]['failed']) == failed_before + 1, 10)
 
 
-def test_camera_info_sets_the_intrinsics_used(graph, images):
+def _change_state(probe, transition_id):
+    """Ask the inspector's lifecycle service for a transition; return the future."""
+    client = probe.lifecycle
+    assert client.wait_for_service(timeout_sec=10)
+    return client.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
+
+
+def _transition(probe, transition_id, timeout=120.0):
+    future = _change_state(probe, transition_id)
+    assert _poll(future.done, timeout), transition_id
+    assert future.result().success, transition_id
+
+
+def _graph_counts(probe, expected, timeout=30.0):
+    """Wait until the graph shows ``expected`` {topic: (publishers, subscribers)}."""
+    def counts():
+        return {topic: (probe.count_publishers(topic), probe.count_subscribers(topic))
+                for topic in expected}
+    _poll(lambda: counts() == expected, timeout)
+    assert counts() == expected
+
+
+def test_lifecycle_subscribes_only_while_active_and_drops_what_deactivation_catches(
+        graph, images):
+    """Deactivate, a QoS override at activation, cleanup and a fresh configure: readiness.
+
+    The worker is held before publishing (the test takes the node's publish lock) so that
+    deactivation deterministically finds one image being inspected and one waiting.
+    """
+    node, probe = graph
+    _, good = images
+    probe.lifecycle = probe.create_client(ChangeState, '/inspector/change_state')
+    topics = ('/image', '/camera_info', '/inspector/verdict')
+    assert node.state == 'active'
+    _graph_counts(probe, {'/image': (1, 1), '/camera_info': (1, 1),
+                          '/inspector/verdict': (1, 1)})
+    dropped, taken = node.dropped, node._queue.taken
+    with node._publish_lock:
+        probe.send(good, 'rgb8', 11_000_000_000)
+        assert _poll(lambda: node._queue.taken == taken + 1, 30)    # being inspected
+        probe.send(good, 'rgb8', 11_000_000_001)
+        assert _poll(lambda: node._queue.depth == 1, 30)            # waiting
+        future = _change_state(probe, Transition.TRANSITION_DEACTIVATE)
+        assert _poll(lambda: not node._serving, 30)
+    assert _poll(future.done, 60) and future.result().success
+    assert node.state == 'inactive'
+    assert _poll(lambda: node.dropped == dropped + 2, 60)
+    assert not {11_000_000_000, 11_000_000_001} & set(probe.got)
+    _graph_counts(probe, dict(zip(topics, [(1, 0), (1, 0), (1, 1)])))  # outputs stay
+    # a reliable image subscription, applied at activation: a best-effort camera is refused
+    node.set_parameters([Parameter('image_qos_reliability', value='reliable'),
+                         Parameter('image_qos_depth', value=7)])
+    refused = threading.Event()
+    lossy = probe.create_publisher(
+        Image, '/image', qos_profile_sensor_data,
+        event_callbacks=PublisherEventCallbacks(incompatible_qos=lambda event: refused.set()))
+    try:
+        _transition(probe, Transition.TRANSITION_ACTIVATE)
+        (info,) = probe.get_subscriptions_info_by_topic('/image')
+        assert info.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        assert node._subs[0].qos_profile.depth == 7
+        assert refused.wait(30)          # DDS found the QoS mismatch with the lossy camera
+        _wait_subscribed(probe.image_pub)
+        _send_and_check(probe, good, 11_000_000_002)
+        # cleanup frees the model and the outputs; a fresh configure has no subscription yet
+        _transition(probe, Transition.TRANSITION_DEACTIVATE)
+        _transition(probe, Transition.TRANSITION_CLEANUP)
+        assert node.state == 'unconfigured' and node.inspector is None
+        _graph_counts(probe, dict(zip(topics, [(2, 0), (1, 0), (0, 1)])))
+        node.set_parameters([Parameter('image_qos_reliability', value='best_effort'),
+                             Parameter('image_qos_depth', value=0)])
+        _transition(probe, Transition.TRANSITION_CONFIGURE)
+        assert node.state == 'inactive' and node.warm_up_s > 0
+        _graph_counts(probe, dict(zip(topics, [(2, 0), (1, 0), (1, 1)])))
+        _transition(probe, Transition.TRANSITION_ACTIVATE)
+        (info,) = probe.get_subscriptions_info_by_topic('/image')
+        assert info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+        assert node._subs[0].qos_profile.depth == qos_profile_sensor_data.depth
+        # the SensorData subscription takes the best-effort camera (and the reliable one)
+        _until_answered(probe, lambda stamp: lossy.publish(
+            conversions.image_msg(good, 'rgb8', _header(stamp))), 11_100_000_000)
+    finally:
+        probe.destroy_publisher(lossy)
+    assert node.state == 'active'
+
+
+def _stat_reaches(node, name, value, timeout=30.0):
+    return _poll(lambda: node.stats[name] >= value, timeout)
+
+
+def test_each_image_takes_the_camera_info_of_its_stamp_or_is_rejected(graph, images):
+    """Exact pairing, the tolerance, either arrival order, and an uncalibrated CameraInfo."""
     node, probe = graph
     _, good = images
     height, width = good.shape[:2]
-    K = np.array([[70.0, 0.0, 31.0], [0.0, 72.0, 33.0], [0.0, 0.0, 1.0]])
-    info = CameraInfo(header=_header(8_000_000_000), width=width, height=height,
-                      k=K.reshape(-1).tolist())
-    probe.info_pub.publish(info)
-    assert probe.wait(lambda: node._camera_info is not None, 10)
-    # CameraInfo puts pixel centres at integers; the node works in pixel-edge coordinates.
-    np.testing.assert_array_equal(node._camera_info[0], cameras.k_from_ros(K))
-    half = conversions.intrinsics_for(width // 2, height // 2, None, None, node._camera_info)
-    np.testing.assert_allclose(half, cameras.scale_intrinsics(
-        cameras.k_from_ros(K), (width, height), (width // 2, height // 2)))
-    assert half[0, 0] == 35.0 and half[1, 2] == 16.75
+    k = cameras.k_to_ros(node.inspector.K).reshape(-1).tolist()
+
+    def info(stamp, k=k):
+        return CameraInfo(header=_header(stamp, 'cam_A'), width=width, height=height, k=k)
+
+    base, ms = 10_000_000_000, 1_000_000
+    stats = dict(node.stats)
+    for stamp in (base, base + 10 * ms):
+        probe.info_pub.publish(info(stamp))
+    assert _stat_reaches(node, 'camera_info', stats['camera_info'] + 2)
+    # its CameraInfo came 5 ms off: rejected, counted (a newer CameraInfo is already in)
+    probe.send(good, 'rgb8', base + 5 * ms, 'cam_A')
+    assert _stat_reaches(node, 'rejected_no_camera_info',
+                         stats['rejected_no_camera_info'] + 1)
+    _send_and_check(probe, good, base + 10 * ms)                   # the exact stamp
+    node.set_parameters([Parameter('camera_info_tolerance', value=0.006)])
+    try:
+        _send_and_check(probe, good, base + 4 * ms)                # 4 ms off, within 6
+    finally:
+        node.set_parameters([Parameter('camera_info_tolerance', value=0.0)])
+    # the image before its CameraInfo waits for it
+    probe.send(good, 'rgb8', base + 20 * ms, 'cam_A')
+    assert _poll(lambda: node._pairing.pending == 1, 30)
+    probe.info_pub.publish(info(base + 20 * ms))
+    probe.outputs(base + 20 * ms)
+    # K all zero: the CameraInfo and its image are rejected, each counted
+    probe.info_pub.publish(info(base + 30 * ms, k=[0.0] * 9))
+    assert _stat_reaches(node, 'camera_info', stats['camera_info'] + 4)
+    probe.send(good, 'rgb8', base + 30 * ms, 'cam_A')
+    assert _stat_reaches(node, 'rejected_bad_camera_info',
+                         stats['rejected_bad_camera_info'] + 1)
+    assert {name: node.stats[name] - stats[name] for name in (
+        'rejected', 'rejected_no_camera_info', 'rejected_bad_camera_info',
+        'rejected_camera_info', 'failed')} == {
+        'rejected': 2, 'rejected_no_camera_info': 1, 'rejected_bad_camera_info': 1,
+        'rejected_camera_info': 1, 'failed': 0}
+    assert node.stats['processed'] - stats['processed'] == 3
+    assert not {base + 5 * ms, base + 30 * ms} & set(probe.got)
+    assert probe.wait(lambda: int(probe.health[-1][1]['rejected_no_camera_info'])
+                      == node.stats['rejected_no_camera_info'], 10)
 
 
 # -- a real camera: lens distortion --------------------------------------------------------
@@ -401,18 +571,6 @@ def _camera_info(K, width, height, distortion, stamp):
                       k=cameras.k_to_ros(K).reshape(-1).tolist())
 
 
-def _until(predicate, timeout, act=None, period=0.2):
-    """Poll ``predicate`` (calling ``act`` before each look) until it holds or time is up."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if act is not None:
-            act()
-        time.sleep(period)
-        if predicate():
-            return True
-    return False
-
-
 def _pose_gap(a, b, points, K):
     """(rotation deg, translation relative to b's, mean reprojection px of ``points``)."""
     R = a[:3, :3] @ b[:3, :3].T
@@ -451,39 +609,38 @@ def test_a_distorted_image_gets_the_pose_and_verdict_of_its_pinhole_twin(
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
 
-    def use_camera(distortion, stamp):
-        info = _camera_info(K, width, height, distortion, stamp)
-        assert _until(lambda: node._camera_info is not None and node._distortion == distortion,
-                      30, act=lambda: probe.info_pub.publish(info)), distortion
+    def send(image, distortion, stamp):
+        """Publish the image with the CameraInfo of its stamp (the driver's pair)."""
+        probe.info_pub.publish(_camera_info(K, width, height, distortion, stamp))
+        probe.send(image, 'rgb8', stamp)
 
     try:
         _wait_subscribed(probe.image_pub)
-        use_camera(undistort.NO_DISTORTION, 9_400_000_000)        # the twin: d = 0
-        _until_answered(probe, lambda stamp: probe.send(twin, 'rgb8', stamp), 9_500_000_000,
-                        wait=60.0)
+        _until_answered(probe, lambda stamp: send(twin, undistort.NO_DISTORTION, stamp),
+                        9_500_000_000, wait=60.0)                  # the twin: d = 0
         first = min(s for s in probe.got if 9_500_000_000 <= s < 9_600_000_000
                     and 'verdict' in probe.got[s])
         pinhole = probe.outputs(first)
-        use_camera(BARREL, 9_590_000_000)                          # the photo with its d
-        probe.send(photo, 'rgb8', 9_600_000_000)
+        send(photo, BARREL, 9_600_000_000)                         # the photo with its d
         lens = probe.outputs(9_600_000_000)
-        use_camera(undistort.NO_DISTORTION, 9_690_000_000)        # control: d ignored
-        probe.send(photo, 'rgb8', 9_700_000_000)
+        send(photo, undistort.NO_DISTORTION, 9_700_000_000)       # control: d ignored
         ignored = probe.outputs(9_700_000_000)
-        # an unknown model and an all-zero K are refused and counted; the camera stays
+        # an unknown model and an all-zero K are refused and counted, and so are their images
         bad_model = _camera_info(K, width, height, BARREL, 9_800_000_000)
         bad_model.distortion_model = 'kannala_brandt'
         bad_k = _camera_info(K, width, height, BARREL, 9_800_000_001)
         bad_k.k = [0.0] * 9
+        before = dict(node.stats)
         for bad in (bad_model, bad_k):
-            before = node.stats['rejected_camera_info']
             probe.info_pub.publish(bad)
-            assert _until(lambda: node.stats['rejected_camera_info'] > before, 10)
-        assert node._distortion == undistort.NO_DISTORTION
+            probe.send(photo, 'rgb8', _ns(bad.header.stamp))
+        assert _poll(lambda: node.stats['rejected_bad_camera_info']
+                     == before['rejected_bad_camera_info'] + 2, 30)
         rejected = node.stats['rejected_camera_info']
-        assert rejected >= 2
+        assert rejected == before['rejected_camera_info'] + 2
         assert probe.wait(lambda: int(probe.health[-1][1]['rejected_camera_info'])
                           == rejected, 10)
+        assert not {9_800_000_000, 9_800_000_001} & set(probe.got)
     finally:
         executor.shutdown()
         node.destroy_node()
@@ -578,11 +735,46 @@ def test_conversions_pose_overlay_and_compressed_input():
             conversions.image_from_compressed(CompressedImage(format='png', data=bomb), 8192)
 
 
+def test_standard_messages_carry_the_pose_box_and_verdict():
+    pytest.importorskip('vision_msgs', reason='`vision_msgs` is not installed (it ships with '
+                                              'ROS 2, not on PyPI)')
+    viewmat = cameras.look_at((1.0, -3.0, 2.0))
+    header = _header(7, 'cam')
+    msg = conversions.detections_msg(viewmat, 0.25, 'brick', ((0.0, 0.0, 0.5), (1, 2, 3)),
+                                     header)
+    (detection,) = msg.detections
+    assert _ns(msg.header.stamp) == 7
+    assert (detection.header.frame_id, detection.id) == ('cam', 'brick')
+    (hypothesis,) = detection.results
+    assert (hypothesis.hypothesis.class_id, hypothesis.hypothesis.score) == ('brick', 0.25)
+    np.testing.assert_allclose(pose_to_viewmat(hypothesis.pose.pose), viewmat, atol=1e-12)
+    centre = detection.bbox.center.position
+    np.testing.assert_allclose([centre.x, centre.y, centre.z],
+                               viewmat[:3, :3] @ [0.0, 0.0, 0.5] + viewmat[:3, 3], atol=1e-12)
+    assert (detection.bbox.size.x, detection.bbox.size.y, detection.bbox.size.z) == (1, 2, 3)
+    (verdict,) = conversions.classification_msg(True, 0.25, header).results
+    assert (verdict.class_id, verdict.score) == ('anomalous', 0.25)
+
+
+def test_the_object_frame_goes_on_tf_in_the_image_frame():
+    pytest.importorskip('tf2_msgs', reason='`tf2_msgs` is not installed (it ships with ROS 2, '
+                                           'not on PyPI)')
+    viewmat = cameras.look_at((1.0, -3.0, 2.0))
+    (transform,) = conversions.transform_msg(viewmat, 'inspected_object',
+                                             _header(7, 'cam')).transforms
+    assert (transform.header.frame_id, transform.child_frame_id) == ('cam', 'inspected_object')
+    pose = conversions.pose_msg(viewmat, _header(7)).pose
+    t, q = transform.transform.translation, transform.transform.rotation
+    assert (t.x, t.y, t.z, q.x, q.y, q.z, q.w) == (
+        pose.position.x, pose.position.y, pose.position.z, pose.orientation.x,
+        pose.orientation.y, pose.orientation.z, pose.orientation.w)
+
+
 def test_parameter_defaults_are_the_inspectors_and_steps_keep_the_paper_schedule():
     settings = {name: spec[0] for name, spec in PARAMETERS.items()}
-    assert _inspector_config(settings) == InspectorConfig()
+    assert inspector_config(settings) == InspectorConfig()
     settings.update(igs_steps=30, igs_lr=0.02, mps=False, threshold=0.4)
-    config = _inspector_config(settings)
+    config = inspector_config(settings)
     assert (config.igs.steps, config.igs.lr_decay_step, config.igs.mps) == (30, 20, False)
     assert config.igs.lr_final == pytest.approx(0.1 * config.igs.lr) and config.threshold == 0.4
 
@@ -598,6 +790,25 @@ def test_out_of_range_and_unknown_parameter_values_are_refused(ros_env):
             with pytest.raises(error, match=name):
                 InspectorNode(context=context,
                               parameter_overrides=[Parameter(name, value=value)])
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def test_a_configure_error_is_logged_and_leaves_the_node_unconfigured(ros_env, tmp_path,
+                                                                      capfd):
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    missing = tmp_path / 'missing.ply'
+    try:
+        node = InspectorNode(context=context, parameter_overrides=[
+            Parameter('scene_path', value=str(missing)), Parameter('autostart', value=False)])
+        assert node.state == 'unconfigured' and node.inspector is None
+        assert node.trigger_configure() == TransitionCallbackReturn.ERROR
+        assert node.state == 'unconfigured' and str(tmp_path) in node.configure_error
+        assert f'configure failed: {node.configure_error}' in capfd.readouterr().err
+        (result,) = node.set_parameters([Parameter('image_qos_reliability', value='some')])
+        assert not result.successful           # choices hold for later changes too
+        assert result.reason == "image_qos_reliability: 'some' is not one of best_effort, reliable"
     finally:
         rclpy.shutdown(context=context)
 

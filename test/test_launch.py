@@ -6,7 +6,8 @@ import pytest
 import rclpy
 import yaml
 
-from igspad_ros.ros.inspector_node import PARAMETERS, InspectorNode
+from igspad_ros.ros.inspector_node import InspectorNode
+from igspad_ros.ros.parameters import PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = ROOT / 'config' / 'inspect.yaml'
@@ -62,20 +63,31 @@ def test_rviz_config_shows_the_node_outputs_in_the_launch_fixed_frame():
     assert manager['Global Options']['Fixed Frame'] == 'map'
 
 
-def test_launch_description_builds(load_script):
+@pytest.mark.parametrize('autostart', ['true', 'false'])
+def test_launch_description_builds_and_drives_the_lifecycle_without_autostart(
+        load_script, autostart):
     # the repository's own launch/ folder imports as a namespace package: ask for a module
     pytest.importorskip('launch.launch_description',
                         reason='`launch` is not installed (it ships with ROS 2, not on PyPI)')
     pytest.importorskip('launch_ros', reason='`launch_ros` is not installed (it ships with '
                                              'ROS 2, not on PyPI)')
-    from launch import LaunchDescription
-    from launch.actions import DeclareLaunchArgument
-    from launch_ros.actions import Node
+    from launch import LaunchContext, LaunchDescription
+    from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+    from launch_ros.actions import LifecycleNode, Node
 
     description = load_script('launch/inspect.launch.py').generate_launch_description()
     assert isinstance(description, LaunchDescription)
-    arguments = [e.name for e in description.entities if isinstance(e, DeclareLaunchArgument)]
-    assert {'scene', 'params_file', 'use_rviz', 'image_topic'} <= set(arguments)
+    arguments = {e.name: e for e in description.entities
+                 if isinstance(e, DeclareLaunchArgument)}
+    assert {'scene', 'params_file', 'use_rviz', 'image_topic', 'autostart'} <= set(arguments)
+    assert arguments['autostart'].default_value[0].text == 'true'
     nodes = [e for e in description.entities if isinstance(e, Node)]
     assert [n.node_executable for n in nodes] == ['inspector', 'static_transform_publisher',
                                                   'rviz2']
+    assert isinstance(nodes[0], LifecycleNode)
+    context = LaunchContext()
+    context.launch_configurations.update(autostart=autostart, use_rviz='false')
+    driving = [e for e in description.entities
+               if isinstance(e, (EmitEvent, RegisterEventHandler))]
+    assert len(driving) == 2      # configure at start, activate once inactive
+    assert [e.condition.evaluate(context) for e in driving] == [autostart == 'false'] * 2

@@ -1,6 +1,7 @@
-"""Lens models of real cameras for the inspector node, without DDS.
+"""Real cameras' CameraInfo for the inspector node, without DDS.
 
-CameraInfo -> Distortion, the per-camera map cache of ``ros/rectify.py``, its two warps,
+CameraInfo -> intrinsics and Distortion, the pairing of images with the CameraInfo of their
+stamp (``ros/pairing.py``), the per-camera map cache of ``ros/rectify.py``, its two warps,
 and the bag's CameraInfo.
 
 The node itself with a distorted camera (pose, verdict and map against a pinhole twin) is
@@ -14,6 +15,8 @@ from sensor_msgs.msg import CameraInfo
 from igspad_ros.core import cameras, undistort
 from igspad_ros.data.bags import camera_info_message
 from igspad_ros.ros import conversions
+from igspad_ros.ros.pairing import (BAD_CAMERA_INFO, NO_CAMERA_INFO, BadCameraInfo,
+                                    CameraInfoPairing, Paired)
 from igspad_ros.ros.rectify import Rectifier
 
 SIZE = (80, 60)
@@ -52,6 +55,53 @@ def test_empty_or_zero_d_is_a_pinhole_and_bad_camera_info_is_refused():
         conversions.camera_info_distortion(_info('plumb_bob', [0.1] * 8))
     with pytest.raises(ValueError, match='k is all zero'):
         conversions.camera_info_intrinsics(_info('plumb_bob', [], k=np.zeros(9)))
+
+
+def test_camera_info_k_is_in_pixel_edges_and_rescales_with_the_image():
+    # CameraInfo puts pixel centres at integers; the node works in pixel-edge coordinates
+    camera = conversions.camera_info_intrinsics(_info('plumb_bob', []))
+    np.testing.assert_array_equal(camera[0], cameras.k_from_ros(cameras.k_to_ros(K)))
+    half = conversions.intrinsics_for(SIZE[0] // 2, SIZE[1] // 2, None, None, camera)
+    np.testing.assert_allclose(half, cameras.scale_intrinsics(K, SIZE, (40, 30)))
+    assert half[0, 0] == 35.0 and half[1, 2] == 14.75
+
+
+def test_images_pair_with_the_camera_info_of_their_stamp():
+    pairing = CameraInfoPairing(cache_size=3, pending_size=2)
+    assert pairing.add_image(5, 'before any') == [Paired('before any', None)]   # scene K
+    assert pairing.add_info(10, 'A') == [] and pairing.expected
+    assert pairing.add_image(10, 'exact') == [Paired('exact', 'A')]
+    assert pairing.add_image(20, 'early') == [] and pairing.pending == 1       # waits
+    assert pairing.add_info(20, 'B') == [Paired('early', 'B')]
+    # a stamp between two CameraInfos never gets one: rejected at once
+    assert pairing.add_image(15, 'between') == [Paired('between', None, NO_CAMERA_INFO)]
+    # waiting images settle when a CameraInfo past them arrives, in arrival order
+    assert pairing.add_image(30, 'w30') == [] and pairing.add_image(25, 'w25') == []
+    assert pairing.add_info(30, 'C') == [Paired('w30', 'C'),
+                                         Paired('w25', None, NO_CAMERA_INFO)]
+    # bounded: the oldest CameraInfo goes; the oldest waiting image gives up
+    pairing.add_info(40, 'D')
+    assert pairing.add_image(10, 'evicted') == [Paired('evicted', None, NO_CAMERA_INFO)]
+    assert [pairing.add_image(s, s) for s in (41, 42, 43)] == [[], [], [Paired(
+        41, None, NO_CAMERA_INFO)]]
+    bad = BadCameraInfo('camera_info: k is all zero (an uncalibrated camera)')
+    assert pairing.add_info(42, bad) == [Paired(42, bad, BAD_CAMERA_INFO)]
+    assert pairing.reset() == [43] and not pairing.expected and pairing.pending == 0
+
+
+def test_the_tolerance_pairs_the_nearest_camera_info_within_it():
+    pairing = CameraInfoPairing(tolerance_ns=3)
+    pairing.add_info(100, 'A')
+    pairing.add_info(110, 'B')
+    assert pairing.add_image(103, 'a') == [Paired('a', 'A')]
+    assert pairing.add_image(108, 'b') == [Paired('b', 'B')]
+    assert pairing.add_image(105, 'c') == [Paired('c', None, NO_CAMERA_INFO)]   # 5 from both
+    assert pairing.add_image(112, 'd') == [Paired('d', 'B')]
+    assert pairing.add_image(120, 'e') == []
+    assert pairing.add_info(122, 'C') == [Paired('e', 'C')]
+    required = CameraInfoPairing(required=True)
+    assert required.expected and required.add_image(1, 'x') == []             # waits
+    assert required.add_info(1, 'A') == [Paired('x', 'A')]
 
 
 def test_maps_are_cached_per_camera_values_and_bounded():

@@ -3,6 +3,11 @@
 Pixel conversion itself is ``igspad_ros.data.image_encoding`` (the same path the bag tools
 use); this module only moves those fields in and out of rclpy messages, copies headers,
 reads a CameraInfo's intrinsics and lens model, and draws the overlay that RViz shows.
+
+The standard perception messages (vision_msgs Detection3DArray and Classification, the
+tf2_msgs TFMessage of the object frame) ship with every ROS 2 install but not as PyPI
+wheels: they are built where their packages import (``HAVE_VISION_MSGS``,
+``HAVE_TF2_MSGS``), and the node publishes them only there.
 """
 import array
 
@@ -10,7 +15,7 @@ import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import Pose, PoseStamped, TransformStamped
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
@@ -18,6 +23,18 @@ from std_msgs.msg import Header
 from igspad_ros.core import cameras, undistort
 from igspad_ros.data.image_encoding import (ImageDecodeError, decode_compressed, decode_image,
                                             encode_image)
+
+try:
+    from vision_msgs.msg import Classification, Detection3D, Detection3DArray, ObjectHypothesis
+    from vision_msgs.msg import ObjectHypothesisWithPose
+    HAVE_VISION_MSGS = True
+except ImportError:     # PyPI's ROS wheels lack vision_msgs; every ROS install has it
+    HAVE_VISION_MSGS = False
+try:
+    from tf2_msgs.msg import TFMessage
+    HAVE_TF2_MSGS = True
+except ImportError:
+    HAVE_TF2_MSGS = False
 
 # Encodings a camera image may have; 32FC1 is data (an anomaly map), not a camera image.
 CAMERA_ENCODINGS = ('rgb8', 'bgr8', 'mono8', 'rgba8', 'bgra8',
@@ -28,6 +45,11 @@ def copy_header(header):
     """Return a new std_msgs/Header equal to ``header`` (outputs never share the input's)."""
     return Header(stamp=Time(sec=header.stamp.sec, nanosec=header.stamp.nanosec),
                   frame_id=header.frame_id)
+
+
+def stamp_ns(stamp):
+    """Nanoseconds of a builtin_interfaces/Time (a header's stamp)."""
+    return int(stamp.sec) * 10**9 + int(stamp.nanosec)
 
 
 def image_from_msg(msg, max_side):
@@ -60,14 +82,59 @@ def image_msg(image, encoding, header):
 
 def pose_msg(viewmat, header):
     """Return a geometry_msgs/PoseStamped of a viewmat: the object in the camera optical frame."""
+    return PoseStamped(header=copy_header(header), pose=_pose(viewmat))
+
+
+def _pose(viewmat, point=(0.0, 0.0, 0.0)):
+    """geometry_msgs/Pose of a viewmat's rotation at ``point`` of the object frame."""
     viewmat = np.asarray(viewmat, dtype=np.float64)
-    msg = PoseStamped(header=copy_header(header))
+    msg = Pose()
     x, y, z, w = Rotation.from_matrix(viewmat[:3, :3]).as_quat()
-    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (
-        float(v) for v in viewmat[:3, 3])
-    msg.pose.orientation.x, msg.pose.orientation.y = float(x), float(y)
-    msg.pose.orientation.z, msg.pose.orientation.w = float(z), float(w)
+    position = viewmat[:3, :3] @ np.asarray(point, dtype=np.float64) + viewmat[:3, 3]
+    msg.position.x, msg.position.y, msg.position.z = (float(v) for v in position)
+    msg.orientation.x, msg.orientation.y = float(x), float(y)
+    msg.orientation.z, msg.orientation.w = float(z), float(w)
     return msg
+
+
+def detections_msg(viewmat, score, class_id, box, header):
+    """vision_msgs/Detection3DArray of the one inspected object.
+
+    The hypothesis: ``class_id`` (the scene's name) with ``score`` (the image score) at the
+    object's pose in the camera optical frame; ``box`` ((3,) centre, (3,) size) is the
+    object's box in its own frame, so ``bbox.center`` is that centre seen from the camera,
+    with the object's orientation.
+    """
+    centre, size = box
+    detection = Detection3D(header=copy_header(header), id=class_id)
+    hypothesis = ObjectHypothesisWithPose()
+    hypothesis.hypothesis.class_id, hypothesis.hypothesis.score = class_id, float(score)
+    hypothesis.pose.pose = _pose(viewmat)
+    detection.results = [hypothesis]
+    detection.bbox.center = _pose(viewmat, centre)
+    detection.bbox.size.x, detection.bbox.size.y, detection.bbox.size.z = (
+        float(v) for v in size)
+    return Detection3DArray(header=copy_header(header), detections=[detection])
+
+
+def classification_msg(anomalous, score, header):
+    """vision_msgs/Classification: class 'anomalous' or 'normal', scored by the image score."""
+    return Classification(header=copy_header(header), results=[ObjectHypothesis(
+        class_id='anomalous' if anomalous else 'normal', score=float(score))])
+
+
+def transform_msg(viewmat, child_frame_id, header):
+    """tf2_msgs/TFMessage: the object frame ``child_frame_id`` in the image's frame."""
+    pose = _pose(viewmat)
+    msg = TransformStamped(header=copy_header(header), child_frame_id=child_frame_id)
+    translation = msg.transform.translation
+    translation.x, translation.y, translation.z = (pose.position.x, pose.position.y,
+                                                   pose.position.z)
+    msg.transform.rotation.x, msg.transform.rotation.y = (pose.orientation.x,
+                                                          pose.orientation.y)
+    msg.transform.rotation.z, msg.transform.rotation.w = (pose.orientation.z,
+                                                          pose.orientation.w)
+    return TFMessage(transforms=[msg])
 
 
 def diagnostic_array(header, name, level, message, values, hardware_id=''):

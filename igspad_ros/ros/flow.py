@@ -3,8 +3,9 @@
 ``latest`` keeps one pending frame: a frame that arrives while the worker is busy replaces
 the pending one, which counts as dropped, so the worker always takes the newest image (live
 cameras). ``all`` keeps every frame in arrival order up to ``maxsize`` pending ones; only a
-frame arriving at a full queue is dropped (replaying a bag for evaluation). Either way
-``received == taken + dropped + pending`` at every instant.
+frame arriving at a full queue is dropped (replaying a bag for evaluation). ``clear``
+(the node deactivated) drops the pending frames. Either way ``received == taken + dropped
++ pending`` at every instant until ``close``.
 """
 import collections
 import threading
@@ -53,6 +54,14 @@ class FrameQueue:
                 return None
             self.taken += 1
             return self._items.popleft()
+
+    def clear(self):
+        """Drop every pending frame (counted as dropped); return how many there were."""
+        with self._cond:
+            n = len(self._items)
+            self.dropped += n
+            self._items.clear()
+            return n
 
     def close(self):
         """Wake every waiting ``get`` and refuse further frames; pending ones are discarded."""

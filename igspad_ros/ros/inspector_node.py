@@ -1,51 +1,44 @@
-"""The ``inspector`` node: camera images in, anomaly map, verdict, pose and overlay out.
+"""The ``inspector`` lifecycle node: camera images in, anomaly map, verdict, pose and overlay out.
 
-Thin glue around ``core.inspector.Inspector`` (DESIGN.md, "ROS 2 node"): the model is loaded
-once when the node starts (a missing or corrupt scene is a startup error, exit status 2);
-the subscription callback only decodes and queues (``flow.FrameQueue``); one worker thread
-undistorts and runs inference, so parameter services and /diagnostics stay responsive
-meanwhile. Every output copies the input image's header. Bad input is logged once with its
+Thin glue around ``core.inspector.Inspector`` (DESIGN.md, "ROS 2 node") as an rclpy
+lifecycle (managed) node:
+
+- **configure** loads the scene, its index and the models and warms them up with one
+  inference on a render of the first training pose, so the first camera image costs what
+  every later one does; an error (missing scene, bad weights) goes to the error state,
+  the reason logged, and back to unconfigured;
+- **activate** subscribes (``image`` or ``image/compressed``, and ``camera_info``) and
+  enables the outputs: a subscription on the graph is the readiness signal;
+- **deactivate** unsubscribes; frames still waiting, and the one being inspected, are
+  dropped and counted (``dropped``); **cleanup** frees the model.
+
+``autostart`` (default true) configures and activates in the constructor, so ``ros2 run``,
+the launch file, the bag replayer and tests need no lifecycle manager; a configure error
+then raises ``ConfigureError`` (``main`` exits with status 2). /diagnostics reports health
+(and the lifecycle state) in every state.
+
+The subscription callback pairs an image with the CameraInfo of its stamp
+(``pairing.CameraInfoPairing``), decodes it and queues it (``flow.FrameQueue``); one
+worker thread undistorts and runs inference, so parameter and lifecycle services and
+/diagnostics stay responsive meanwhile. Every output copies the input image's header; an
+image output nobody subscribes to is not even encoded. Bad input is logged with its
 reason, counted, and skipped.
 
-Real cameras: the last good ``camera_info`` gives K and the lens model (``d`` with
-plumb_bob, rational_polynomial or equidistant). A distorted image is undistorted (bicubic)
-on the worker thread to the pinhole of the camera's own K and size, inspected there, and the
-anomaly map is warped back (bilinear) to the input's pixel geometry; ``~/overlay`` is drawn
-over the original input image, and input pixels that no pinhole pixel covers get 0 in the
-map. ``~/rendered`` and ``~/object_pose`` are the pinhole's: the render lies in the
-undistorted geometry (what ``image_proc`` calls image_rect), the pose is the camera's own.
-The maps are cached per camera values (``rectify.Rectifier``: K, d, model, size), so a
-driver that sends its CameraInfo with every image costs one build. An empty or all-zero
-``d`` is a pinhole camera: no remap at all. A CameraInfo with an unknown
-distortion_model, too many coefficients, a zero K or an empty size is rejected with a
-warning, counted (``rejected_camera_info`` on /diagnostics), and images keep the last good
-one (before any, the scene's intrinsics, no distortion).
-
-Topics (DESIGN.md, "ROS 2 node"), outputs in the input image's pixel geometry except the
-render:
-
-- ``image`` / ``image/compressed`` (in): the camera; ``camera_info`` (in, optional).
-- ``~/anomaly_map`` 32FC1, the input's size and geometry (warped back for a distorted
-  camera, 0 where the pinhole has no source); ``~/overlay`` rgb8, its heatmap over the
-  input image as received.
-- ``~/rendered`` rgb8, the normal render at the estimated pose: the input's size, in the
-  undistorted (pinhole, image_rect) geometry of the camera's K; identical to the input's
-  geometry for a pinhole camera.
-- ``~/object_pose``: the object in the camera optical frame; ``~/verdict``: values
-  image_score, threshold, pose_residual, latency_ms, inference_ms, undistort_ms (undistortion
-  and warp back, including a new camera's map build; 0 for a pinhole), <stage>_ms.
-- ``/diagnostics``: health (processed, dropped, rejected, failed, rejected_camera_info,
-  received, queue_depth, queue_mode, last_latency_ms).
-
-A plain node rather than a lifecycle one: ``ros2 run``, the launch file and the bag replayer
-start it without a lifecycle manager, and it subscribes only once the model is loaded, so no
-image ever meets a half-loaded model.
+Real cameras: the paired CameraInfo gives K and the lens model (``d`` with plumb_bob,
+rational_polynomial or equidistant). A distorted image is undistorted (bicubic) on the
+worker thread to the pinhole of the camera's own K and size, inspected there, and the
+anomaly map is warped back (bilinear) to the input's pixel geometry; ``~/overlay`` is
+drawn over the original input image, and input pixels that no pinhole pixel covers get 0
+in the map. ``~/rendered`` and the pose are the pinhole's. The maps are cached per camera
+values (``rectify.Rectifier``). A CameraInfo with an unknown distortion_model, too many
+coefficients, a zero K or an empty size is rejected with a warning and counted
+(``rejected_camera_info``); an image paired with it is rejected too
+(``rejected_bad_camera_info``).
 """
 import math
 import sys
 import threading
 import time
-from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -53,178 +46,302 @@ import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_profile_sensor_data)
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from igspad_ros.core import undistort
-from igspad_ros.core.features import DEFAULT_EXTRACTOR, EXTRACTOR_NAMES
-from igspad_ros.core.inspector import Inspector, InspectorConfig
-from igspad_ros.core.matching import DEFAULT_MATCHER, MATCHER_NAMES
-from igspad_ros.data.image_encoding import MAX_SIDE, ImageDecodeError
-from igspad_ros.ros import conversions
-from igspad_ros.ros.flow import QUEUE_MODES, FrameQueue
+from igspad_ros.core.inspector import Inspector
+from igspad_ros.core.scoring import POOL_FRACTION
+from igspad_ros.data.image_encoding import ImageDecodeError
+from igspad_ros.ros import conversions, parameters
+from igspad_ros.ros.flow import FrameQueue
+from igspad_ros.ros.pairing import BAD_CAMERA_INFO, BadCameraInfo, CameraInfoPairing
+from igspad_ros.ros.parameters import PARAMETERS
 from igspad_ros.ros.rectify import Rectifier
 
-_DEFAULT = InspectorConfig()
-# name: (default, description, (low, high) range or tuple of choices or None, read_only)
-PARAMETERS = {
-    'scene_path': ('', 'scene PLY; its retrieval index and threshold lie beside it', None, True),
-    'device': ('auto', 'auto | cpu | cuda', ('auto', 'cpu', 'cuda'), True),
-    'extractor': (DEFAULT_EXTRACTOR, 'feature extractor for scoring (eq. 5)', EXTRACTOR_NAMES,
-                  True),
-    'extractor_weights': ('', 'weights file of the extractor; empty = its default place',
-                          None, True),
-    'matcher': (DEFAULT_MATCHER, 'matcher for retrieval and MPS', MATCHER_NAMES, True),
-    'igs_steps': (_DEFAULT.igs.steps, 'IGS steps (paper: 300; the lr decays at two thirds)',
-                  (1, 10000), True),
-    'igs_lr': (_DEFAULT.igs.lr, 'IGS initial learning rate, decayed tenfold (paper: 0.01)',
-               (1e-6, 1.0), True),
-    'mps': (True, 'Matching Points Sampling weights the IGS loss (paper 3.2.3)', None, True),
-    'mps_radius': (0.0, 'MPS radius k in px; 0 = 8 % of the long image side', (0.0, 1000.0), True),
-    'igs_working_size': (0, 'long side of the IGS renders; 0 = the input size (else >= 16)',
-                         (0, MAX_SIDE), True),
-    'retrieval_shortlist': (_DEFAULT.shortlist, 'training views matched with LightGlue for '
-                            'the initial pose (cheapest-scored first); 0 = all', (0, 100000),
-                            True),
-    'threshold': (0.0, 'image-score threshold; 0 = the one calibrated with the scene',
-                  (0.0, 1e6), False),
-    'queue_mode': ('latest', 'latest: drop frames that arrive while busy; all: queue them',
-                   QUEUE_MODES, True),
-    'queue_size': (100, 'frames kept waiting in queue_mode all', (1, 10000), True),
-    'compressed': (False, 'subscribe to image/compressed (PNG/JPEG) instead of image',
-                   None, True),
-    'max_image_side': (MAX_SIDE, 'larger input images are rejected', (16, MAX_SIDE), True),
-    'diagnostics_period': (1.0, 'seconds between /diagnostics health reports',
-                           (0.05, 60.0), True),
-    'overlay_alpha': (0.5, 'weight of the heatmap in ~/overlay', (0.0, 1.0), False),
-}
-_RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
-                       reliability=ReliabilityPolicy.RELIABLE,
-                       durability=DurabilityPolicy.VOLATILE)
+IMAGE_OUTPUTS = ('anomaly_map', 'overlay', 'rendered')
+SUCCESS = TransitionCallbackReturn.SUCCESS
 
 
-class InspectorNode(Node):
-    """rclpy node ``inspector`` serving ``Inspector.inspect`` on a camera topic."""
+class ConfigureError(ValueError):
+    """Configuring the node failed (autostart); the reason has been logged."""
+
+
+class InspectorNode(LifecycleNode):
+    """Lifecycle node ``inspector`` serving ``Inspector.inspect`` on a camera topic."""
 
     def __init__(self, **kwargs):
-        """Declare parameters, load the model, then subscribe; raises ValueError on bad config."""
-        self._queue = self._worker = None    # until the model is loaded (see destroy_node)
+        """Declare parameters; with ``autostart`` configure and activate (else unconfigured).
+
+        Raises ValueError (or rclpy's ParameterException) for a parameter outside its
+        range or choices, and ConfigureError when autostart's configuration fails.
+        """
+        self._worker = self._queue = self.inspector = None    # (see destroy_node)
+        # _serving: active, so images are taken and results published
+        self._subs, self._pubs, self._serving = [], {}, False
         super().__init__('inspector', **kwargs)
-        self.settings = {name: self._declare(name, *spec) for name, spec in PARAMETERS.items()}
-        if not self.settings['scene_path']:
+        self.settings = {name: parameters.declare(self, name) for name in PARAMETERS}
+        self.add_on_set_parameters_callback(self._check_choices)
+        self._lock = threading.Lock()            # stats
+        self._publish_lock = threading.Lock()    # held while one image's outputs go out
+        self.stats = {'received': 0, 'camera_info': 0, 'processed': 0, 'dropped': 0,
+                      'rejected': 0, 'failed': 0,
+                      'rejected_camera_info': 0, 'rejected_no_camera_info': 0,
+                      'rejected_bad_camera_info': 0, 'last_latency_ms': math.nan}
+        self._reported = (0, 0, 0)
+        self.configure_error = None
+        self.warm_up_s = math.nan
+        self._pairing = CameraInfoPairing(required=self.settings['camera_info_mode']
+                                          == 'required')
+        self._output_qos = parameters.qos(self.settings['output_qos_reliability'],
+                                          self.settings['output_qos_depth'])
+        self._health_pub = self.create_publisher(DiagnosticArray, '/diagnostics',
+                                                 self._output_qos)
+        self.create_timer(self.settings['diagnostics_period'], self._report_health)
+        if self.settings['autostart']:
+            if self.trigger_configure() != SUCCESS:
+                reason = self.configure_error
+                self.destroy_node()
+                raise ConfigureError(reason)
+            self.trigger_activate()
+
+    @property
+    def state(self):
+        """The lifecycle state's label: unconfigured, inactive, active, finalized."""
+        return self._state_machine.current_state[1]
+
+    @property
+    def dropped(self):
+        """Frames dropped so far: by flow control, and when deactivated."""
+        queue_dropped = self._queue.dropped if self._queue is not None else 0
+        return queue_dropped + self.stats['dropped']
+
+    def _check_choices(self, changed):
+        for param in changed:
+            reason = parameters.choice_error(param.name, param.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def on_configure(self, state):
+        """Load the scene, index and models, warm them up, create the outputs."""
+        try:
+            self._configure()
+        except Exception as err:    # any reason: the error state logs it (on_error)
+            self.configure_error = str(err) or type(err).__name__
+            return TransitionCallbackReturn.ERROR
+        self.configure_error = None
+        return SUCCESS
+
+    def _configure(self):
+        s = self.settings
+        if not s['scene_path']:
             raise ValueError('scene_path: not set (pass -p scene_path:=/path/to/scene.ply)')
-        device = self.settings['device']
+        device = s['device']
         if device == 'auto':
             device = 'cuda' if torch.cuda.is_available() else 'cpu'
         started = time.perf_counter()
-        scene_path = self.settings['scene_path']
-        self.inspector = Inspector(scene_path, _inspector_config(self.settings), device)
-        self._scene_K, self._scene_size = self.inspector.K, self.inspector.size
-        self.get_logger().info(
-            f'loaded {scene_path} on {device} in {time.perf_counter() - started:.1f} s '
-            f'(threshold {self.inspector.threshold:.4g}, '
-            f'queue_mode {self.settings["queue_mode"]})')
-        self._queue = FrameQueue(self.settings['queue_mode'], self.settings['queue_size'])
-        self._lock = threading.Lock()
-        self._camera_info = None                   # (K, (w, h)) of the last good CameraInfo
-        self._distortion = undistort.NO_DISTORTION  # and its lens (both set on the executor)
-        self._rectifier = Rectifier()               # maps per camera; worker thread only
-        self._camera_info_error = None              # the last rejection's reason
-        self.stats = {'processed': 0, 'rejected': 0, 'failed': 0, 'rejected_camera_info': 0,
-                      'last_latency_ms': math.nan}
-        self._reported = (0, 0, 0)
-        self._pubs = {name: self.create_publisher(kind, f'~/{name}', _RELIABLE) for name, kind in
-                      (('anomaly_map', Image), ('overlay', Image), ('rendered', Image),
-                       ('object_pose', PoseStamped), ('verdict', DiagnosticArray))}
-        self._health_pub = self.create_publisher(DiagnosticArray, '/diagnostics', _RELIABLE)
-        # SensorData QoS (best effort, volatile), deep enough to hold a burst in 'all' mode
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST,
-                         depth=max(qos_profile_sensor_data.depth, self._queue.maxsize),
-                         reliability=qos_profile_sensor_data.reliability,
-                         durability=qos_profile_sensor_data.durability)
-        if self.settings['compressed']:
-            self.create_subscription(CompressedImage, 'image/compressed', self._on_compressed,
-                                     qos)
-        else:
-            self.create_subscription(Image, 'image', self._on_image, qos)
-        self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info,
-                                 qos_profile_sensor_data)
-        self.create_timer(self.settings['diagnostics_period'], self._report_health)
+        self.inspector = Inspector(s['scene_path'], parameters.inspector_config(s), device)
+        loaded = time.perf_counter()
+        warm = self._warm_up()
+        self.warm_up_s = time.perf_counter() - loaded
+        self._class_id = str(self.inspector.meta.get('category')
+                             or self.inspector.scene_path.stem)
+        self._box = _object_box(self.inspector)
+        self._queue = FrameQueue(s['queue_mode'], s['queue_size'])
+        self._rectifier = Rectifier()                # maps per camera; worker thread only
+        kinds = {'anomaly_map': Image, 'overlay': Image, 'rendered': Image,
+                 'object_pose': PoseStamped, 'verdict': DiagnosticArray}
+        if conversions.HAVE_VISION_MSGS:
+            kinds.update(detections=conversions.Detection3DArray,
+                         classification=conversions.Classification)
+        self._pubs = {name: self.create_lifecycle_publisher(kind, f'~/{name}', self._output_qos)
+                      for name, kind in kinds.items()}
+        if conversions.HAVE_TF2_MSGS and s['tf_frame_name']:
+            self._pubs['tf'] = self.create_lifecycle_publisher(conversions.TFMessage, '/tf',
+                                                               parameters.TF_QOS)
         self._worker = threading.Thread(target=self._serve, name='inspector-worker',
                                         daemon=True)
         self._worker.start()
+        self.get_logger().info(
+            f'loaded {s["scene_path"]} on {device} in {loaded - started:.1f} s, warm-up '
+            f'inference {self.warm_up_s:.1f} s (score {warm.image_score:.4g}, threshold '
+            f'{self.inspector.threshold:.4g}, queue_mode {s["queue_mode"]})')
 
-    def _declare(self, name, default, description, limits, read_only):
-        descriptor = ParameterDescriptor(name=name, description=description, read_only=read_only)
-        if isinstance(limits, tuple) and isinstance(limits[0], str):
-            descriptor.additional_constraints = f'one of: {", ".join(limits)}'
-        elif isinstance(limits, tuple) and isinstance(default, int):
-            descriptor.integer_range = [IntegerRange(from_value=limits[0], to_value=limits[1])]
-        elif isinstance(limits, tuple):
-            descriptor.floating_point_range = [
-                FloatingPointRange(from_value=limits[0], to_value=limits[1])]
-        value = self.declare_parameter(name, default, descriptor).value
-        if isinstance(limits, tuple) and isinstance(limits[0], str) and value not in limits:
-            raise ValueError(f'{name}: {value!r} is not one of {", ".join(limits)}')
-        return value
+    def _warm_up(self):
+        """One inference on a render of training view 0: lazy inits and kernels run now."""
+        K, width, height = self.inspector.view_camera(0)
+        render = self.inspector.render_view(self.inspector.index.viewmats[0], K, width, height)
+        return self.inspector.inspect(render, K)
 
-    # -- executor thread: decode, validate, queue ------------------------------------------
+    def on_activate(self, state):
+        """Enable the outputs, then subscribe (the image QoS parameters apply here)."""
+        self._pairing.reset()
+        ret = super().on_activate(state)
+        qos = parameters.image_qos(self.get_parameter('image_qos_reliability').value,
+                                   self.get_parameter('image_qos_depth').value,
+                                   self._queue.maxsize)
+        self._serving = True
+        if self.settings['compressed']:
+            self._subs.append(self.create_subscription(
+                CompressedImage, 'image/compressed', self._on_compressed, qos))
+        else:
+            self._subs.append(self.create_subscription(Image, 'image', self._on_image, qos))
+        self._subs.append(self.create_subscription(CameraInfo, 'camera_info',
+                                                   self._on_camera_info, qos))
+        return ret
+
+    def on_deactivate(self, state):
+        """Unsubscribe; drop what waits and what is being inspected; disable the outputs."""
+        self._stop_taking()
+        return super().on_deactivate(state)
+
+    def _stop_taking(self):
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        self._serving = False
+        waiting = len(self._pairing.reset())
+        with self._publish_lock:    # an image whose outputs are going out finishes first
+            with self._lock:
+                self.stats['dropped'] += waiting
+            if self._queue is not None:
+                self._queue.clear()
+
+    def on_cleanup(self, state):
+        """Stop the worker and free the model and the outputs."""
+        self._free()
+        return SUCCESS
+
+    def on_shutdown(self, state):
+        """Stop taking images and free everything, from any state."""
+        self._stop_taking()
+        self._free()
+        return SUCCESS
+
+    def on_error(self, state):
+        """Log why the transition failed, free what it built; back to unconfigured."""
+        self.get_logger().error(f'configure failed: {self.configure_error}')
+        self._free()
+        return SUCCESS
+
+    def _free(self):
+        if self._worker is not None:
+            self._queue.close()
+            self._worker.join()
+            self._worker = None
+        for pub in self._pubs.values():
+            self.destroy_lifecycle_publisher(pub)
+        self._pubs = {}
+        on_gpu = self.inspector is not None and self.inspector.device.type == 'cuda'
+        self.inspector = None
+        if on_gpu:
+            torch.cuda.empty_cache()
+
+    def destroy_node(self):
+        """Stop the worker (after its current image), then destroy the node."""
+        self._serving = False
+        self._free()
+        return super().destroy_node()
+
+    # -- executor thread: pair, decode, validate, queue ----------------------------------------
     def _on_image(self, msg):
-        self._admit(msg.header, conversions.image_from_msg, msg)
+        self._receive(msg, conversions.image_from_msg)
 
     def _on_compressed(self, msg):
-        self._admit(msg.header, conversions.image_from_compressed, msg)
+        self._receive(msg, conversions.image_from_compressed)
 
-    def _admit(self, header, decode, msg):
+    def _receive(self, msg, decode):
         received = time.perf_counter()
-        try:
-            image = decode(msg, self.settings['max_image_side'])
-        except ImageDecodeError as err:
-            with self._lock:
-                self.stats['rejected'] += 1
-            self.get_logger().warning(f'image rejected (stamp {header.stamp.sec}.'
-                                      f'{header.stamp.nanosec:09d}): {err}')
-            return
-        height, width = image.shape[:2]
-        K = conversions.intrinsics_for(width, height, self._scene_K, self._scene_size,
-                                       self._camera_info)
-        self._queue.put((conversions.copy_header(header), image, K, self._distortion,
-                         received))
+        with self._lock:
+            self.stats['received'] += 1
+            if not self._serving:     # a callback that raced deactivation
+                self.stats['dropped'] += 1
+                return
+        self._pairing.tolerance_ns = self._tolerance_ns()
+        self._settle(self._pairing.add_image(conversions.stamp_ns(msg.header.stamp),
+                                             (msg, decode, received)))
 
     def _on_camera_info(self, msg):
+        with self._lock:
+            self.stats['camera_info'] += 1
         try:
-            camera = conversions.camera_info_intrinsics(msg)
-            distortion = conversions.camera_info_distortion(msg)
+            K, size = conversions.camera_info_intrinsics(msg)
+            camera = (K, size, conversions.camera_info_distortion(msg))
         except ValueError as err:
             with self._lock:
                 self.stats['rejected_camera_info'] += 1
-            text = f'camera_info rejected: {err}; keeping the previous camera'
-            if text != self._camera_info_error:     # a new reason is always told
-                self._camera_info_error = text
-                self.get_logger().warning(text)
-            else:                                   # a driver repeating it, every 10 s
-                self.get_logger().warning(text, throttle_duration_sec=10.0)
+            self.get_logger().warning(f'camera_info rejected: {err}; images of its stamp '
+                                      'are rejected', throttle_duration_sec=10.0)
+            camera = BadCameraInfo(str(err))
+        self._pairing.tolerance_ns = self._tolerance_ns()
+        self._settle(self._pairing.add_info(conversions.stamp_ns(msg.header.stamp), camera))
+
+    def _tolerance_ns(self):
+        return round(1e9 * self.get_parameter('camera_info_tolerance').value)
+
+    def _settle(self, settled):
+        for paired in settled:
+            msg, decode, received = paired.item
+            if paired.reason is None:
+                self._admit(msg, decode, received, paired.camera)
+                continue
+            why = (f'its camera_info was rejected ({paired.camera.reason})'
+                   if paired.reason == BAD_CAMERA_INFO else
+                   'no camera_info with its stamp (within camera_info_tolerance '
+                   f'{self.get_parameter("camera_info_tolerance").value} s)')
+            self._reject(msg.header, f'rejected_{paired.reason}', why)
+
+    def _reject(self, header, counter, why):
+        """Count an image rejected (``counter``: its reason's stat, if any) and say why."""
+        with self._lock:
+            self.stats['rejected'] += 1
+            if counter:
+                self.stats[counter] += 1
+        text = f'image rejected (stamp {header.stamp.sec}.{header.stamp.nanosec:09d}): {why}'
+        if counter:     # a driver's mismatched stamps would repeat it with every image
+            self.get_logger().warning(text, throttle_duration_sec=5.0)
+        else:
+            self.get_logger().warning(text)
+
+    def _admit(self, msg, decode, received, camera):
+        try:
+            image = decode(msg, self.settings['max_image_side'])
+        except ImageDecodeError as err:
+            self._reject(msg.header, None, str(err))
             return
-        self._camera_info_error = None
-        self._camera_info, self._distortion = camera, distortion
+        height, width = image.shape[:2]
+        inspector = self.inspector
+        K = conversions.intrinsics_for(width, height, inspector.K, inspector.size,
+                                       None if camera is None else camera[:2])
+        distortion = undistort.NO_DISTORTION if camera is None else camera[2]
+        self._queue.put((conversions.copy_header(msg.header), image, K, distortion, received))
 
     def _report_health(self):
         with self._lock:
             stats = dict(self.stats)
         queue = self._queue
-        values = {'processed': stats['processed'], 'dropped': queue.dropped,
-                  'rejected': stats['rejected'], 'failed': stats['failed'],
-                  'received': queue.received + stats['rejected'], 'queue_depth': queue.depth,
-                  'queue_mode': queue.mode, 'last_latency_ms': stats['last_latency_ms'],
-                  'rejected_camera_info': stats['rejected_camera_info']}
+        values = {'state': self.state, 'processed': stats['processed'],
+                  'dropped': self.dropped, 'rejected': stats['rejected'],
+                  'failed': stats['failed'], 'received': stats['received'],
+                  'camera_info_received': stats['camera_info'],
+                  'queue_depth': queue.depth if queue is not None else 0,
+                  'queue_mode': self.settings['queue_mode'],
+                  'last_latency_ms': stats['last_latency_ms'],
+                  'rejected_camera_info': stats['rejected_camera_info'],
+                  'rejected_no_camera_info': stats['rejected_no_camera_info'],
+                  'rejected_bad_camera_info': stats['rejected_bad_camera_info'],
+                  'waiting_for_camera_info': self._pairing.pending,
+                  'threshold': self._threshold()}
         troubles = (stats['rejected'], stats['failed'], stats['rejected_camera_info'])
-        level, message = DiagnosticStatus.OK, 'serving'
-        if troubles != self._reported:
+        level, message = DiagnosticStatus.OK, 'serving' if self._serving else self.state
+        if self.configure_error is not None:
+            level, message = DiagnosticStatus.ERROR, f'configure failed: {self.configure_error}'
+        elif troubles != self._reported:
             level = DiagnosticStatus.WARN
             new = [now - before for now, before in zip(troubles, self._reported)]
             message = (f'{new[0]} images rejected, {new[1]} failed, {new[2]} camera_info '
@@ -235,7 +352,15 @@ class InspectorNode(Node):
             header, f'{self.get_name()}: health', level, message, values,
             hardware_id=self.settings['scene_path']))
 
-    # -- worker thread: inference and outputs ----------------------------------------------
+    def _threshold(self):
+        """Return the image-score threshold in force: the override, else the scene's (or nan)."""
+        override = self.get_parameter('threshold').value
+        if override > 0:
+            return float(override)
+        inspector = self.inspector
+        return float(inspector.threshold) if inspector is not None else math.nan
+
+    # -- worker thread: inference and outputs ------------------------------------------------
     def _serve(self):
         while (frame := self._queue.get()) is not None:
             self._process(*frame)
@@ -255,67 +380,75 @@ class InspectorNode(Node):
             self.get_logger().warning(f'inspection failed: {type(err).__name__}: {err}')
             return
         inference_ms = 1000.0 * (time.perf_counter() - started - undistort_s)
-        amap = np.asarray(result.anomaly_map, dtype=np.float32)
-        if amap.shape != (height, width):
-            amap = cv2.resize(amap, (width, height), interpolation=cv2.INTER_LINEAR)
-        if maps is not None:       # back to the input's pixel geometry
-            warp_started = time.perf_counter()
-            amap = maps.to_input(amap)
-            undistort_s += time.perf_counter() - warp_started
-        threshold, anomalous = float(result.threshold), bool(result.anomalous)
-        override = self.get_parameter('threshold').value
-        if override > 0:
-            threshold, anomalous = float(override), float(result.image_score) > override
-        alpha = self.get_parameter('overlay_alpha').value
-        self._pubs['anomaly_map'].publish(conversions.image_msg(amap, '32FC1', header))
-        self._pubs['overlay'].publish(conversions.image_msg(
-            conversions.overlay(image, amap, 2.0 * threshold, alpha), 'rgb8', header))
-        self._pubs['rendered'].publish(conversions.image_msg(result.rendered, 'rgb8', header))
-        self._pubs['object_pose'].publish(conversions.pose_msg(result.viewmat, header))
+        with self._publish_lock:
+            if not self._serving:      # deactivated meanwhile: nothing goes out
+                with self._lock:
+                    self.stats['dropped'] += 1
+                return
+            self._publish(header, image, result, maps, undistort_s, inference_ms, received)
+
+    def _publish(self, header, image, result, maps, undistort_s, inference_ms, received):
+        height, width = image.shape[:2]
+        pubs = self._pubs
+        wanted = {name: pubs[name].get_subscription_count() > 0 for name in IMAGE_OUTPUTS}
+        threshold = self._threshold()
+        anomalous = float(result.image_score) > threshold
+        if wanted['anomaly_map'] or wanted['overlay']:
+            amap = np.asarray(result.anomaly_map, dtype=np.float32)
+            if amap.shape != (height, width):
+                amap = cv2.resize(amap, (width, height), interpolation=cv2.INTER_LINEAR)
+            if maps is not None:       # back to the input's pixel geometry
+                warp_started = time.perf_counter()
+                amap = maps.to_input(amap)
+                undistort_s += time.perf_counter() - warp_started
+        if wanted['anomaly_map']:
+            pubs['anomaly_map'].publish(conversions.image_msg(amap, '32FC1', header))
+        if wanted['overlay']:
+            alpha = self.get_parameter('overlay_alpha').value
+            pubs['overlay'].publish(conversions.image_msg(
+                conversions.overlay(image, amap, 2.0 * threshold, alpha), 'rgb8', header))
+        if wanted['rendered']:
+            pubs['rendered'].publish(conversions.image_msg(result.rendered, 'rgb8', header))
+        pubs['object_pose'].publish(conversions.pose_msg(result.viewmat, header))
+        score = float(result.image_score)
+        if 'detections' in pubs:
+            pubs['detections'].publish(conversions.detections_msg(
+                result.viewmat, score, self._class_id, self._box, header))
+            pubs['classification'].publish(conversions.classification_msg(anomalous, score,
+                                                                          header))
+        if 'tf' in pubs and header.frame_id:    # a transform needs its parent frame
+            pubs['tf'].publish(conversions.transform_msg(result.viewmat,
+                                                         self.settings['tf_frame_name'],
+                                                         header))
         latency_ms = 1000.0 * (time.perf_counter() - received)
-        values = {'image_score': float(result.image_score), 'threshold': threshold,
+        pool = self.inspector.config.pool_size or max(1, round(POOL_FRACTION
+                                                               * max(height, width)))
+        values = {'image_score': score, 'threshold': threshold,
                   'pose_residual': float(result.pose_residual), 'latency_ms': latency_ms,
-                  'inference_ms': inference_ms, 'undistort_ms': 1000.0 * undistort_s}
+                  'inference_ms': inference_ms, 'undistort_ms': 1000.0 * undistort_s,
+                  'pool_size_px': pool}
         values.update({f'{stage}_ms': 1000.0 * s for stage, s in result.seconds.items()})
         level = DiagnosticStatus.ERROR if anomalous else DiagnosticStatus.OK
         with self._lock:   # counted before the verdict goes out, so whoever sees it sees this
             self.stats['processed'] += 1
             self.stats['last_latency_ms'] = latency_ms
-        self._pubs['verdict'].publish(conversions.diagnostic_array(
+        pubs['verdict'].publish(conversions.diagnostic_array(
             header, f'{self.get_name()}: verdict', level,
             'anomalous' if anomalous else 'normal', values))
 
-    @property
-    def dropped(self):
-        """Frames dropped by flow control so far."""
-        return self._queue.dropped
 
-    def destroy_node(self):
-        """Stop the worker (after its current image), then destroy the node."""
-        if self._worker is not None:
-            self._queue.close()
-            self._worker.join()
-        return super().destroy_node()
+def _object_box(inspector):
+    """(centre, size) of the object's box in the scene frame, for Detection3D.bbox.
 
-
-def _inspector_config(p):
-    """InspectorConfig from the node's parameters, on the Inspector's defaults.
-
-    As offline/evaluate.py: the lr decays at two thirds of the steps (the paper's 200 of
-    300); a changed lr scales the final lr with it. Zeros keep the defaults.
+    The inspection region where the scene has one (a real capture's scene also models the
+    table), else the Gaussians' centres trimmed to their 1st..99th percentiles per axis.
     """
-    base = _DEFAULT.igs
-    steps, lr = p['igs_steps'], p['igs_lr']
-    igs = replace(base, steps=steps, lr_decay_step=round(steps * 2 / 3), mps=p['mps'],
-                  mps_radius=p['mps_radius'] or base.mps_radius,
-                  working_size=p['igs_working_size'] or base.working_size)
-    if lr != base.lr:
-        igs = replace(igs, lr=lr, lr_final=base.lr_final * lr / base.lr)
-    # an override threshold also spares the Inspector calibrating a missing one at load
-    return replace(_DEFAULT, extractor=p['extractor'], matcher=p['matcher'], igs=igs,
-                   shortlist=p['retrieval_shortlist'],
-                   extractor_weights=p['extractor_weights'] or None,
-                   threshold=p['threshold'] or None)
+    if inspector.roi is not None:
+        lo, hi = np.asarray(inspector.roi.lo), np.asarray(inspector.roi.hi)
+    else:
+        means = inspector.scene.means.detach().cpu().double().numpy()
+        lo, hi = np.percentile(means, 1, axis=0), np.percentile(means, 99, axis=0)
+    return (lo + hi) / 2.0, hi - lo
 
 
 def main(args=None):
@@ -323,7 +456,10 @@ def main(args=None):
     rclpy.init(args=args)
     try:
         node = InspectorNode()
-    except (ValueError, OSError, rclpy.exceptions.ParameterException) as err:
+    except ConfigureError:      # the node has logged the reason
+        rclpy.try_shutdown()
+        return 2
+    except (ValueError, rclpy.exceptions.ParameterException) as err:
         print(f'inspector: {err}', file=sys.stderr)
         rclpy.try_shutdown()
         return 2
