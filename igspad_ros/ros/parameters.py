@@ -45,6 +45,10 @@ PARAMETERS = {
     'retrieval_shortlist': (_DEFAULT.shortlist, 'training views matched with LightGlue for '
                             'the initial pose (cheapest-scored first); 0 = all', (0, 100000),
                             True),
+    'roi': ('scene', 'inspection region: scene (the box stored with it), none (whole image) '
+            'or xmin,ymin,zmin,xmax,ymax,zmax in the scene frame', None, True),
+    'photometric': (True, 'colour-match the render to the image before scoring (exposure, '
+                    'white balance)', None, True),
     'threshold': (0.0, 'image-score threshold; 0 = the one calibrated with the scene',
                   (0.0, 1e6), False),
     'queue_mode': ('latest', 'latest: drop frames that arrive while busy; all: queue them',
@@ -128,6 +132,7 @@ def inspector_config(p):
     base = _DEFAULT.igs
     steps, lr = p['igs_steps'], p['igs_lr']
     igs = replace(base, steps=steps, lr_decay_step=round(steps * 2 / 3), mps=p['mps'],
+                  fine_steps=min(base.fine_steps, steps // 3),
                   mps_radius=p['mps_radius'] or base.mps_radius,
                   working_size=p['igs_working_size'] or base.working_size)
     if lr != base.lr:
@@ -136,4 +141,4 @@ def inspector_config(p):
     return replace(_DEFAULT, extractor=p['extractor'], matcher=p['matcher'], igs=igs,
                    shortlist=p['retrieval_shortlist'],
                    extractor_weights=p['extractor_weights'] or None,
-                   threshold=p['threshold'] or None)
+                   threshold=p['threshold'] or None, roi=p['roi'], photometric=p['photometric'])
