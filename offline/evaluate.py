@@ -100,7 +100,8 @@ def inspector_config(args, device):
     igs = IGSConfig() if device.startswith('cuda') else config.igs
     steps = args.steps or igs.steps
     # keep the paper's decay at two thirds of the run whatever the number of steps
-    igs = replace(igs, steps=steps, lr_decay_step=round(steps * 2 / 3), mps=not args.no_mps)
+    igs = replace(igs, steps=steps, lr_decay_step=round(steps * 2 / 3), mps=not args.no_mps,
+                  fine_steps=min(igs.fine_steps, steps // 3))
     return replace(config, igs=igs)
 
 

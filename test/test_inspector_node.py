@@ -588,9 +588,10 @@ def test_a_distorted_image_gets_the_pose_and_verdict_of_its_pinhole_twin(
     Measured (64 px, k1 -0.15, IGS 300 steps, CPU): rotation 0.17 deg, translation 0.06 %,
     reprojection 0.026 px apart (0.07 deg, 0.03 %, 0.013 px before the IGS retry on a high
     residual and the robust calibration; cause not isolated); treated as a pinhole
-    (d ignored) the photo lands 0.65 % and 0.075 px away. At 64 px rotation is the weakly observed part (0.1 deg moves the
-    object's points by 0.03 px; a 0.5 px blur of the twin alone moves it 0.07-0.25 deg),
-    translation and reprojection are what the lens model changes.
+    (d ignored) the photo lands 0.65 % and 0.075 px away. At 64 px rotation is the weakly
+    observed part (0.1 deg moves the object's points by 0.03 px; a 0.5 px blur of the twin
+    alone moves it 0.07-0.25 deg), translation and reprojection are what the lens model
+    changes.
     """
     cat = synthetic_category
     K, (width, height) = cat.K, (cat.width, cat.height)

@@ -45,7 +45,8 @@ class IGSConfig:
     n_hypotheses: int = 1
     pivot: str = 'object'               # rotate about the object centre ('object') or camera
     working_size: int | None = None     # long side of the renders during IGS; None = input size
-    fine_steps: int = 0                 # last steps at the input size (coarse-to-fine)
+    fine_steps: int = 0                 # last steps at fine_size (at most a third of steps)
+    fine_size: int | None = None        # long side of the fine steps; None = input size
     trace: bool = False
     # Torch threads on a CPU scene (restored afterwards; None = unchanged): renders of this
     # size do not share well, one IGS step at 64 px took 0.065 s on one thread and 1.6 s on
@@ -64,7 +65,8 @@ class IGSConfig:
             ('n_hypotheses', self.n_hypotheses >= 1),
             ('pivot', self.pivot in ('object', 'camera')),
             ('working_size', self.working_size is None or self.working_size >= 16),
-            ('fine_steps', 0 <= self.fine_steps <= self.steps),
+            ('fine_steps', self.fine_steps >= 0),
+            ('fine_size', self.fine_size is None or self.fine_size >= 16),
             ('torch_threads', self.torch_threads is None or self.torch_threads >= 1)]
         bad = [name for name, ok in checks if not ok]
         if bad:
@@ -152,14 +154,22 @@ def _invert_pose(scene, image, init_viewmat, K, config, matcher, width, height, 
     xi = torch.zeros((len(starts), 6), dtype=torch.float32, device=device, requires_grad=True)
     optimiser = torch.optim.Adam([xi], lr=config.lr)
     coarse = _Level(image, K, config.working_size, device)
-    fine = _Level(image, K, None, device) if config.fine_steps else coarse
+    fine = _Level(image, K, config.fine_size, device) if config.fine_steps else coarse
+    # a fine level of the coarse level's size is no stage of its own
+    fine_steps = (min(config.fine_steps, config.steps // 3)
+                  if (fine.w, fine.h) != (coarse.w, coarse.h) else 0)
+    fine = fine if fine_steps else coarse
     history = [np.stack([cameras.camera_center(v) for v in starts])]
     rotations = [starts[:, :3, :3]]
     trace = [] if config.trace else None
     weights, level, converged, step = None, None, False, 0
     decay_step = config.lr_decay_step
+    fine_from, end = config.steps - fine_steps, config.steps
     for step in range(config.steps):
-        new_level = fine if step >= config.steps - config.fine_steps else coarse
+        if step >= end:
+            step -= 1
+            break
+        new_level = fine if step >= fine_from else coarse
         lr = config.lr if step < decay_step else config.lr_final
         for group in optimiser.param_groups:
             group['lr'] = lr
@@ -183,6 +193,11 @@ def _invert_pose(scene, image, init_viewmat, K, config, matcher, width, height, 
             trace.append({'step': step, 'lr': lr, 'loss': losses.detach().cpu().numpy().tolist(),
                           'viewmats': current})
         if config.early_stop and _pose_still(history, rotations, config):
+            if fine_steps and step + 1 >= decay_step and step + 1 < fine_from:
+                # still at the coarse size: the fine steps follow now, then the run ends
+                fine_from, end = step + 1, step + 1 + fine_steps
+                history, rotations = history[-1:], rotations[-1:]
+                continue
             if step + 1 >= decay_step:
                 converged = True
                 break
