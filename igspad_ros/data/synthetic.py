@@ -13,7 +13,9 @@ Defects: Stains (blotches painted over the object in image space), Missing (a br
 with nothing on top removed and the view re-rendered), Burrs (small pyramids added to
 a brick face, re-rendered). A mask is exactly the pixels whose 8-bit colour changed.
 With ``n_train`` below 210 the training views are an evenly spread subset of the
-ring-major grid (indices ``round(linspace(0, 209, n_train))``).
+ring-major grid (indices ``round(linspace(0, 209, n_train))``). ``family='animal'`` builds a
+LEGO-like animal (``synthetic_animals.py``) instead of the brick, with the same cameras,
+layout and defects.
 """
 import json
 import math
@@ -32,6 +34,7 @@ ELEVATIONS_DEG = np.linspace(-30.0, 75.0, 14)
 AZIMUTHS_DEG = np.arange(15) * 24.0
 TEST_RADIUS = (3.2, 3.8)
 DEFECT_TYPES = ('good', 'Burrs', 'Missing', 'Stains')
+FAMILIES = ('brick', 'animal')
 MAX_SIZE = 4096
 
 PITCH = 0.22            # stud pitch (world units); the plate is 6 x 5 studs, 1.3 x 1.1
@@ -106,8 +109,11 @@ def build_object(seed=0):
     return bricks
 
 
-def object_mesh(bricks, burrs=()):
-    """Mesh of ``bricks`` with studs on every exposed top cell, plus optional burr meshes."""
+def object_mesh(bricks, burrs=(), centre=None):
+    """Mesh of ``bricks`` with studs on every exposed top cell, plus optional burr meshes.
+
+    ``centre`` (3,) is the point moved to the origin; None: the brick's fixed centre.
+    """
     tris, normals, colors = [], [], []
     top_cells = {}
     for b in bricks:
@@ -139,7 +145,9 @@ def object_mesh(bricks, burrs=()):
                           b.color)
     mesh = Mesh(np.array(tris), np.array(normals), np.array(colors))
     # A fixed centre (the full-height build's box), so removing a brick moves nothing.
-    centre = np.array([GRID[0] * PITCH / 2, GRID[1] * PITCH / 2, (PLATE_H + 3 * BRICK_H) / 2])
+    if centre is None:
+        centre = np.array([GRID[0] * PITCH / 2, GRID[1] * PITCH / 2,
+                           (PLATE_H + 3 * BRICK_H) / 2])
     mesh.tris = mesh.tris - centre
     for burr in burrs:
         mesh = Mesh(np.concatenate([mesh.tris, burr.tris]),
@@ -158,15 +166,17 @@ def train_viewmats(n_train=210):
     return [views[k] for k in keep]
 
 
-def make_test_samples(bricks, K, width, height, n_test, seed=0, burr_scale=1.0):
+def make_test_samples(bricks, K, width, height, n_test, seed=0, burr_scale=1.0,
+                      family='brick'):
     """Generate the test set: even split over good/Burrs/Missing/Stains, off-grid poses.
 
     A defective view is re-drawn (new pose and defect) until its mask holds at least
     0.5% of the pixels (at least 6), so every defect is visible. ``burr_scale`` multiplies
-    the burrs' size and spread.
+    the burrs' size and spread. ``family`` names the kind of object ``bricks`` build.
     """
+    _, mesh_of, without_part = _family(family)
     rng = np.random.default_rng([seed, 2])
-    perfect = object_mesh(bricks)
+    perfect = mesh_of(bricks)
     min_pixels = max(6, math.ceil(0.005 * width * height))
     counts = dict.fromkeys(DEFECT_TYPES, 0)
     samples = []
@@ -182,8 +192,8 @@ def make_test_samples(bricks, K, width, height, n_test, seed=0, burr_scale=1.0):
             elif kind == 'Stains':
                 image = _paint_stains(rgb, cover, rng)
             else:
-                mesh = (_without_brick(bricks, rng) if kind == 'Missing'
-                        else _with_burrs(bricks, viewmat, rng, burr_scale))
+                mesh = (without_part(bricks, rng) if kind == 'Missing'
+                        else _with_burrs(bricks, viewmat, rng, burr_scale, mesh_of))
                 image = _to_u8(render_mesh(mesh, viewmat, K, width, height)[0])
             mask = np.any(image != clean, axis=2)
             if kind == 'good' or mask.sum() >= min_pixels:
@@ -198,18 +208,19 @@ def make_test_samples(bricks, K, width, height, n_test, seed=0, burr_scale=1.0):
 
 
 def make_category(out_dir, category='brick', size=800, n_train=210, n_test=40, seed=0,
-                  progress=None, burr_scale=1.0):
+                  progress=None, burr_scale=1.0, family='brick'):
     """Write a synthetic MAD-format category to ``out_dir/category`` and return its path.
 
     ``progress``, when given, is called with 1 after each image written. Refuses to
-    write into an existing non-empty category folder.
+    write into an existing non-empty category folder. ``family`` is one of FAMILIES.
     """
     out_dir = Path(out_dir)
     _check_args(out_dir, category, size, n_train, n_test, burr_scale)
+    build, mesh_of, _ = _family(family)
     root = out_dir / category
     K = cameras.intrinsics_from_fov(CAMERA_ANGLE_X, size, size)
-    bricks = build_object(seed)
-    mesh = object_mesh(bricks)
+    bricks = build(seed)
+    mesh = mesh_of(bricks)
     (root / 'train' / 'good').mkdir(parents=True, exist_ok=True)
     frames = []
     for n, viewmat in enumerate(train_viewmats(n_train)):
@@ -222,7 +233,7 @@ def make_category(out_dir, category='brick', size=800, n_train=210, n_test=40, s
     (root / 'transforms.json').write_text(
         json.dumps({'camera_angle_x': CAMERA_ANGLE_X, 'frames': frames}, indent=1))
     poses = {}
-    for sample in make_test_samples(bricks, K, size, size, n_test, seed, burr_scale):
+    for sample in make_test_samples(bricks, K, size, size, n_test, seed, burr_scale, family):
         _write_png(root / sample.rel_path, sample.image)
         if sample.defect_type != 'good':
             stem = Path(sample.rel_path).stem
@@ -233,6 +244,18 @@ def make_category(out_dir, category='brick', size=800, n_train=210, n_test=40, s
             progress(1)
     (root / 'test_poses.json').write_text(json.dumps(poses, indent=1))
     return root
+
+
+def _family(name):
+    """Return the (build, mesh, without_part) functions of the object family ``name``."""
+    if name == 'brick':
+        return build_object, object_mesh, _without_brick
+    if name == 'animal':
+        # imported here: the animals are built from this module's bricks
+        from igspad_ros.data import synthetic_animals
+        return (synthetic_animals.build_animal, synthetic_animals.animal_mesh,
+                synthetic_animals.without_part)
+    raise SyntheticConfigError(f'family must be one of {", ".join(FAMILIES)}, got {name!r}')
 
 
 def _check_args(out_dir, category, size, n_train, n_test, burr_scale):
@@ -294,12 +317,13 @@ def _without_brick(bricks, rng):
     return object_mesh([b for b in bricks if b is not gone])
 
 
-def _with_burrs(bricks, viewmat, rng, scale=1.0):
+def _with_burrs(bricks, viewmat, rng, scale=1.0, mesh_of=object_mesh):
     """Mesh with 2-4 small pyramids sticking out of one camera-facing brick side.
 
-    ``scale`` multiplies their base, height and spread around the anchor point.
+    ``scale`` multiplies their base, height and spread around the anchor point;
+    ``mesh_of`` meshes the bricks (the family's mesh function).
     """
-    perfect = object_mesh(bricks)
+    perfect = mesh_of(bricks)
     eye = cameras.camera_center(viewmat)
     sides = np.nonzero((np.abs(perfect.normals[:, 2]) < 0.5)
                        & (np.einsum('fi,fi->f', perfect.normals,
