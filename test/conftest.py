@@ -49,28 +49,38 @@ def trained_scene_path(synthetic_category, tmp_path_factory):
     thread (restored afterwards): on a shared 2-core machine more threads only wait for
     each other.
     """
-    import torch
-
     from igspad_ros.core.scene import write_scene_meta
-    from igspad_ros.core.train import TrainConfig, train_scene
 
     cat = synthetic_category
-    config = TrainConfig.for_device('cpu', iters=1000, size=None, n_init=2000,
-                                    refine_start_iter=100, refine_stop_iter=500,
-                                    grow_grad2d=4e-4)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        scene, report = train_scene([v.image for v in cat.train], [v.viewmat for v in cat.train],
-                                    cat.K, config)
-    finally:
-        torch.set_num_threads(threads)
+    scene, report = train_small_scene(cat)
     path = tmp_path_factory.mktemp('scene') / 'scene.ply'
     scene.save_ply(path)
     write_scene_meta(path, {'width': cat.width, 'height': cat.height, 'K': cat.K,
                             'camera_angle_x': cat.camera_angle_x, 'category': cat.name,
                             'train': report.as_dict()})
     return path
+
+
+def train_small_scene(cat):
+    """Train the small test scene of a loaded 64 px category: (GaussianScene, TrainReport).
+
+    1000 steps from 2000 carved initial points, densified until step 500, on one torch
+    thread (restored afterwards).
+    """
+    import torch
+
+    from igspad_ros.core.train import TrainConfig, train_scene
+
+    config = TrainConfig.for_device('cpu', iters=1000, size=None, n_init=2000,
+                                    refine_start_iter=100, refine_stop_iter=500,
+                                    grow_grad2d=4e-4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_scene([v.image for v in cat.train], [v.viewmat for v in cat.train], cat.K,
+                           config)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope='session')
