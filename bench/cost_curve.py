@@ -10,9 +10,10 @@ Inspector is built on its training views (index and threshold are not per-image 
 are built before timing), and the same ``--images`` test images (spread over the test
 list) are inspected with each configuration in turn, side by side in one run:
 
-- ``full``: IGS at the input size for all its steps (the configuration before the cost
-  work, ``working_size`` None);
-- ``default``: the shipped CPU configuration (``core.inspector.cpu_igs_config``).
+- ``default``: the shipped CPU configuration (``core.inspector.cpu_igs_config``), IGS at
+  the input size for all its steps;
+- ``coarse_to_fine``: ``core.inspector.coarse_to_fine_igs_config``, renders at most 128 px
+  long and the last 10 steps at up to 256 px.
 
 It prints one row per (size, configuration): median seconds of retrieval, IGS, render,
 features, scoring and the total, and the total's ratio to the same configuration at the
@@ -30,15 +31,15 @@ import torch
 
 from igspad_ros.core import cameras
 from igspad_ros.core.evaluation import spread_subset
-from igspad_ros.core.inspector import STAGES, Inspector, InspectorConfig, cpu_igs_config
+from igspad_ros.core.inspector import (STAGES, Inspector, InspectorConfig,
+                                       coarse_to_fine_igs_config, cpu_igs_config)
 from igspad_ros.data.capture import load_capture
 
 
 def configurations():
     """Return {name: InspectorConfig} compared at every size."""
-    default = cpu_igs_config()
-    full = replace(default, working_size=None, fine_steps=0)
-    return {'full': InspectorConfig(igs=full), 'default': InspectorConfig(igs=default)}
+    return {'default': InspectorConfig(igs=cpu_igs_config()),
+            'coarse_to_fine': InspectorConfig(igs=coarse_to_fine_igs_config())}
 
 
 def build_parser():
@@ -84,7 +85,7 @@ def _format(row, rows):
     first = next(r for r in rows if r['config'] == row['config'])
     stages = ' '.join(f'{k} {row[k]:6.2f}' for k in STAGES)
     rot = '-' if row['rot_deg_median'] is None else f'{row["rot_deg_median"]:.2f} deg'
-    return (f'{row["size"]:4d} px {row["config"]:>8}: {stages} | total {row["total"]:6.2f} s '
+    return (f'{row["size"]:4d} px {row["config"]:>14}: {stages} | total {row["total"]:6.2f} s '
             f'({row["total"] / first["total"]:.2f}x of {first["size"]} px) | pose {rot}')
 
 

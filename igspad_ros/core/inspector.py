@@ -51,12 +51,16 @@ def cpu_igs_config():
 
     Same learning rates (0.01 -> 0.001) with the decay at two thirds of the run, as the
     paper's 200 of 300. On the 128 px synthetic brick 60 steps reached the same pose
-    (median 0.3 degrees) and metrics as 100 in 0.8 of the time. Coarse to fine: renders at
-    most 128 px long, the last 10 steps at up to 256 px, so a large image costs about what
-    a 128 px one does (``bench/cost_curve.py``); images up to 128 px run as before.
+    (median 0.3 degrees) and metrics as 100 in 0.8 of the time. IGS renders at the input
+    size: coarse to fine (``coarse_to_fine_igs_config``) costs less on large images but, in
+    ``bench/cost_curve.py`` at 256 px, ended 0.94 degrees off where this ended 0.21.
     """
-    return IGSConfig(steps=60, lr_decay_step=40, working_size=128, fine_steps=10,
-                     fine_size=256)
+    return IGSConfig(steps=60, lr_decay_step=40)
+
+
+def coarse_to_fine_igs_config():
+    """CPU IGS for large images: renders at most 128 px long, the last 10 steps at 256 px."""
+    return replace(cpu_igs_config(), working_size=128, fine_steps=10, fine_size=256)
 
 
 @dataclass
