@@ -37,12 +37,13 @@ from igspad_ros.core.matching import DEFAULT_MATCHER, make_matcher
 from igspad_ros.core.photometric import IDENTITY, fit_colour_transform
 from igspad_ros.core.render import render
 from igspad_ros.core.retrieval import RetrievalIndex, RetrievalIndexError
-from igspad_ros.core.roi import RegionOfInterest
+from igspad_ros.core.roi import RegionOfInterest, marker_scene, visible_region
 from igspad_ros.core.scene import GaussianScene, read_scene_meta, sidecar_path, write_scene_meta
 from igspad_ros.core.scoring import DEFAULT_K_STD, anomaly_map, calibrate_threshold, image_score
 
 STAGES = ('retrieval', 'igs', 'render', 'features', 'scoring')
 DEFAULT_HOLDOUT_EVERY = 8
+MIN_REGION = 0.01       # calibration views whose region covers less of the image are skipped
 _LOG = logging.getLogger(__name__)
 
 
@@ -139,6 +140,7 @@ class Inspector:
         self.size = (int(self.meta['width']), int(self.meta['height']))
         self.background = tuple(float(c) for c in self.meta.get('background', WHITE))
         self.roi = self._region_of_interest()
+        self._marker = None if self.roi is None else marker_scene(self.scene, self.roi)
         self.matcher = make_matcher(self.config.matcher, device=self.device)
         self.extractor = make_extractor(self.config.extractor, device=self.device,
                                         weights=self.config.extractor_weights,
@@ -262,10 +264,14 @@ class Inspector:
                     and estimate.loss > self.config.recover_factor * self.residual_reference)
 
     def region(self, viewmat, K, width, height):
-        """(H, W) bool inspection region of a camera, or None when the whole image counts."""
+        """(H, W) bool inspection region of a camera, or None when the whole image counts.
+
+        The pixels where the scene's Gaussians inside the box are visible (``roi``),
+        dilated; empty when something hides the box from this camera.
+        """
         if self.roi is None:
             return None
-        return self.roi.image_mask(viewmat, K, width, height)
+        return visible_region(self._marker, viewmat, K, width, height)
 
     def _region_of_interest(self):
         """Return the configured box, the scene meta's (``roi``: six numbers) or None."""
@@ -373,7 +379,9 @@ class Inspector:
         for k, (i, image, K) in enumerate(views):
             if results[k].pose_residual > self.config.recover_factor * self.residual_reference:
                 results[k] = self._inspect(image, K, exclude_view=i, threshold=None)
-        return [r.image_score for r in results]
+        # a view that cannot see the region (hidden by the table) says nothing of its scores
+        seen = [r for r in results if r.region is None or r.region.mean() >= MIN_REGION]
+        return [r.image_score for r in (seen if len(seen) >= 2 else results)]
 
 
 def prepare_scene_artifacts(scene_path, category, config=None, device='cpu', holdout_every=None):
