@@ -108,6 +108,7 @@ def test_capture_trains_and_evaluates_end_to_end(synthetic_capture_dirs, capture
                                atol=1e-12)
     assert meta['views']['size'] == [[64, 48]] * 60
     # the inspection region: a box around the SfM points, the object's 1.3 x 1.1 plate
+    assert len(meta['roi']) == 6                   # no table under it: no support plane
     lo, hi = np.array(meta['roi'][:3]), np.array(meta['roi'][3:])
     assert np.all(hi - lo > 0.3) and np.all(hi - lo < 2.0)
     (camera,) = meta['undistorted'].values()
