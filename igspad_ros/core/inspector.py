@@ -357,7 +357,8 @@ class Inspector:
         the scene at those poses. Sets ``residual_reference`` to the median IGS residual of
         the views whose pose came within 2 degrees of their known one (all views when none
         did), then re-runs the views that the failure recovery would retry, so the scores are
-        those inference gives.
+        those inference gives. Returns the scores of the views whose final pose is within 2
+        degrees and whose region is not hidden (all views when fewer than two are).
         """
         n_views = len(self.index)
         held = [i for i in range(n_views) if i % self.holdout_every == 0] or list(range(n_views))
@@ -379,9 +380,15 @@ class Inspector:
         for k, (i, image, K) in enumerate(views):
             if results[k].pose_residual > self.config.recover_factor * self.residual_reference:
                 results[k] = self._inspect(image, K, exclude_view=i, threshold=None)
-        # a view that cannot see the region (hidden by the table) says nothing of its scores
-        seen = [r for r in results if r.region is None or r.region.mean() >= MIN_REGION]
-        return [r.image_score for r in (seen if len(seen) >= 2 else results)]
+        for k, (i, _, _) in enumerate(views):
+            right[k] = cameras.rotation_error_deg(results[k].viewmat,
+                                                  self.index.viewmats[i]) < 2.0
+        # The threshold describes normal views at a right pose: a wrong pose (known here,
+        # the views are posed) would put the object where it is not; and a view that cannot
+        # see the region (hidden by the table) says nothing of its scores.
+        usable = [r for r, ok in zip(results, right)
+                  if ok and (r.region is None or r.region.mean() >= MIN_REGION)]
+        return [r.image_score for r in (usable if len(usable) >= 2 else results)]
 
 
 def prepare_scene_artifacts(scene_path, category, config=None, device='cpu', holdout_every=None):
