@@ -229,10 +229,14 @@ class Inspector:
             others = [c for c in self.index.query_features(
                 feats, top_k=len(candidates) + extra + self.config.recover_starts,
                 min_angle_deg=15.0) if c.view_id not in {exclude_view, best.view_id}]
+            # MPS losses are not comparable between poses (a wrong pose matches fewer
+            # points, so less of it is weighed): keep the pose whose plain render fits best
+            fit = self._plain_residual(image, K, estimate.viewmat)
             for start in others[:self.config.recover_starts]:
                 again = self._invert(image, K, feats, [start])
-                if again.loss < estimate.loss:
-                    estimate, best = again, start
+                again_fit = self._plain_residual(image, K, again.viewmat)
+                if again_fit < fit:
+                    estimate, best, fit = again, start, again_fit
         seconds['igs'] = time.perf_counter() - t0
         t0 = time.perf_counter()
         rendered = self.render_view(estimate.viewmat, K, w, h)
@@ -257,6 +261,11 @@ class Inspector:
         return invert_pose(self.scene, image, starts if len(starts) > 1 else starts[0], K,
                            self.config.igs, matcher=self.matcher, test_features=feats,
                            background=self.background)
+
+    def _plain_residual(self, image, K, viewmat):
+        """Mean absolute difference of the image and the scene rendered at ``viewmat``."""
+        h, w = image.shape[:2]
+        return float(np.abs(self.render_view(viewmat, K, w, h) - image).mean())
 
     def _failed(self, estimate):
         """Whether the IGS residual says the pose is in a wrong basin (retry elsewhere)."""
