@@ -33,7 +33,6 @@ from igspad_ros.core.features import DEFAULT_EXTRACTOR, EXTRACTOR_NAMES
 from igspad_ros.core.igs import IGSConfig
 from igspad_ros.core.inspector import Inspector, InspectorConfig, cpu_igs_config
 from igspad_ros.core.metrics import METRIC_SIZE, pad_metrics, resize_map, resize_mask
-from igspad_ros.core.photometric import fit_colour_transform
 from igspad_ros.core.scene import read_scene_meta
 from igspad_ros.data.capture import load_capture
 
@@ -160,19 +159,10 @@ def pose_gap(data, scene, methods, extractor=DEFAULT_EXTRACTOR, extractor_weight
 def score_at_pose(inspector, image, viewmat, K):
     """Eq. (5) map and eq. (6) score of ``image`` against the scene rendered at ``viewmat``.
 
-    The Inspector's own steps after IGS: render, inspection region, colour match (when
-    configured), compare. Returns (map, score, seconds by stage).
+    ``Inspector.score_at_pose``: the Inspector's own steps after IGS (render, inspection
+    region, colour match when configured, compare). Returns (map, score, seconds by stage).
     """
-    h, w = image.shape[:2]
-    t0 = time.perf_counter()
-    rendered = inspector.render_view(viewmat, K, w, h)
-    region = inspector.region(viewmat, K, w, h)
-    if inspector.config.photometric:
-        colour = fit_colour_transform(rendered, image, region)
-        rendered = rendered if colour.identity else colour.apply(rendered)
-    seconds = {'render': time.perf_counter() - t0}
-    amap, score, seconds['features'], seconds['scoring'] = inspector.compare(image, rendered,
-                                                                             region)
+    amap, score, _, _, _, seconds = inspector.score_at_pose(image, K, viewmat)
     return amap, score, seconds
 
 

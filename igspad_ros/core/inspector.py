@@ -199,6 +199,25 @@ class Inspector:
         amap = amap.cpu().numpy().astype(np.float32)
         return amap, score, t1 - t0, time.perf_counter() - t1
 
+    def score_at_pose(self, image, K, viewmat):
+        """Score ``image`` against the scene rendered at ``viewmat`` (the steps after IGS).
+
+        Render, inspection region, colour match (when configured), eq. (5) / (6). Returns
+        (anomaly map, image score, aligned render, region, colour transform, seconds of
+        render, features and scoring); ``bench/pose_gap.py`` calls it at the true pose.
+        """
+        h, w = image.shape[:2]
+        t0 = time.perf_counter()
+        rendered = self.render_view(viewmat, K, w, h)
+        region = self.region(viewmat, K, w, h)
+        colour = (fit_colour_transform(rendered, image, region) if self.config.photometric
+                  else IDENTITY)
+        rendered = rendered if colour.identity else colour.apply(rendered)
+        seconds = {'render': time.perf_counter() - t0}
+        amap, score, seconds['features'], seconds['scoring'] = self.compare(image, rendered,
+                                                                            region)
+        return amap, score, rendered, region, colour, seconds
+
     def render_view(self, viewmat, K, width, height):
         """Render the normal view (H, W, 3) float32 of the scene at ``viewmat``."""
         with torch.no_grad():
@@ -238,15 +257,9 @@ class Inspector:
                 if again_fit < fit:
                     estimate, best, fit = again, start, again_fit
         seconds['igs'] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        rendered = self.render_view(estimate.viewmat, K, w, h)
-        region = self.region(estimate.viewmat, K, w, h)
-        colour = (fit_colour_transform(rendered, image, region) if self.config.photometric
-                  else IDENTITY)
-        rendered = rendered if colour.identity else colour.apply(rendered)
-        seconds['render'] = time.perf_counter() - t0
-        amap, score, seconds['features'], seconds['scoring'] = self.compare(image, rendered,
-                                                                            region)
+        scored = self.score_at_pose(image, K, estimate.viewmat)
+        amap, score, rendered, region, colour = scored[:5]
+        seconds.update(scored[5])
         return InspectionResult(anomaly_map=amap, image_score=score,
                                 anomalous=bool(score > threshold) if threshold is not None
                                 else False,
