@@ -31,23 +31,6 @@ def test_parse_errors_name_the_input(text, message):
     assert str(err.value) == message
 
 
-def test_image_mask_is_the_projected_box():
-    viewmat = cameras.look_at((0.0, 0.0, 4.0), up=(0.0, 1.0, 0.0))
-    mask = UNIT.image_mask(viewmat, K, 64, 64)
-    # the near face at depth 3.5 hides the far one: a square 2 * 100 * 0.5 / 3.5 px wide
-    side = 100.0 / 3.5
-    assert mask.shape == (64, 64) and mask[32, 32] and not mask[0, 0]
-    # pixel centres j + 0.5 within 32 +- 14.29: j = 18 .. 45, 28 x 28 pixels
-    assert int(mask.sum()) == 28 * 28 and abs(28 - side) < 1
-    rows, cols = np.nonzero(mask)
-    assert rows.min() == cols.min() == 18 and rows.max() == cols.max() == 45
-
-
-def test_camera_inside_the_box_sees_it_everywhere():
-    viewmat = cameras.look_at((0.0, 0.0, 0.2), up=(0.0, 1.0, 0.0))
-    assert UNIT.image_mask(viewmat, K, 40, 30).all()
-
-
 def test_estimate_ignores_points_the_cameras_do_not_frame():
     rng = np.random.default_rng(0)
     obj = rng.uniform((-0.6, -0.4, -0.2), (0.6, 0.4, 0.2), size=(3000, 3))

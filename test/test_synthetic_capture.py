@@ -142,21 +142,31 @@ def test_colmap_points_lie_on_the_object_and_show_its_colours(capture, mesh):
     photos = {im.image_id: _read(root / 'images' / im.name) for im in rec.images.values()}
     lo, hi = mesh.tris.reshape(-1, 3).min(0), mesh.tris.reshape(-1, 3).max(0)
     world_from_object = np.linalg.inv(sc.OBJECT_TO_WORLD)
-    gaps, errors = [], []
     for point in rec.points3D.values():
-        assert point.track.length() >= 2
         xyz = world_from_object[:3, :3] @ point.xyz + world_from_object[:3, 3]
         assert np.all(xyz >= lo - 1e-9) and np.all(xyz <= hi + 1e-9)
+    errors, gaps = _track_errors_and_colour_gaps(rec, photos)
+    # pycolmap's own projection puts each point on its keypoint: same lens, same convention
+    assert max(errors) < 1e-9
+    # a keypoint shows its point's colour (edges and JPEG aside)
+    assert np.median(gaps) <= 6
+
+
+def _track_errors_and_colour_gaps(rec, photos):
+    """Per track element: reprojection error (px) and |photo colour - point colour| (8 bit).
+
+    Every point must be seen by two views at least, as SfM triangulates.
+    """
+    errors, gaps = [], []
+    for point in rec.points3D.values():
+        assert point.track.length() >= 2
         for el in point.track.elements:
             image = rec.images[el.image_id]
             xy = image.points2D[el.point2D_idx].xy
             errors.append(np.abs(image.project_point(point.xyz) - xy).max())
             col, row = np.floor(xy).astype(int)
             gaps.append(np.abs(photos[el.image_id][row, col].astype(int) - point.color).max())
-    # pycolmap's own projection puts each point on its keypoint: same lens, same convention
-    assert max(errors) < 1e-9
-    # a keypoint shows its point's colour (edges and JPEG aside)
-    assert np.median(gaps) <= 6
+    return errors, gaps
 
 
 def test_undistorted_training_image_matches_pinhole_render(capture, mesh):
@@ -465,15 +475,7 @@ def test_room_points3d_cover_the_background(room_captures):
     assert under.sum() > 50
     photos = {im.image_id: _read(room_captures['room']['colmap'] / 'images' / im.name)
               for im in rec.images.values()}
-    errors, gaps = [], []
-    for point in rec.points3D.values():
-        assert point.track.length() >= 2
-        for el in point.track.elements:
-            image = rec.images[el.image_id]
-            xy = image.points2D[el.point2D_idx].xy
-            errors.append(np.abs(image.project_point(point.xyz) - xy).max())
-            col, row = np.floor(xy).astype(int)
-            gaps.append(np.abs(photos[el.image_id][row, col].astype(int) - point.color).max())
+    errors, gaps = _track_errors_and_colour_gaps(rec, photos)
     assert max(errors) < 1e-9
     # a keypoint shows its point's colour: measured median 11 on these 64 px photos, whose
     # texture cells are 1-2 px wide (a pixel mixes neighbouring cells; JPEG)

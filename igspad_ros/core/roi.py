@@ -1,13 +1,10 @@
-"""Inspection region: a 3D box in the scene frame, projected into each image (beyond the paper).
+"""Inspection region: a 3D box in the scene frame, seen from each camera (beyond the paper).
 
 On a real capture the Gaussian scene also models the table and the room behind the
 object, and renders them worse than the object: without a region those differences raise
-alarms. ``RegionOfInterest`` is an axis-aligned box in the scene (training) frame; its
-projection into a camera (``image_mask``, the convex hull of the eight projected corners)
-restricts the anomaly map and the image score of eq. (6) to the pixels that can show the
-object. A box around a camera (a corner behind or at the image plane) covers the whole image.
-``visible_region`` is the occlusion-aware region the Inspector uses: the pixels where the
-scene's Gaussians inside the box are what the camera sees (rendered with an indicator
+alarms. ``RegionOfInterest`` is an axis-aligned box in the scene (training) frame.
+``visible_region`` restricts the anomaly map and the image score of eq. (6) to the pixels
+where the scene's Gaussians inside the box are what the camera sees (rendered with an indicator
 colour, more than half their opacity visible), dilated by ``long side / 32`` so burrs just
 outside the normal silhouette still count. A view whose box is hidden behind something
 (the table seen from below) has an empty region.
@@ -36,7 +33,6 @@ TRIM_PERCENT = 1.0
 PLANE_SHARE = 0.2          # a support plane holds at least this share of the framed points
 PLANE_REACH = 1.5          # and spreads at least this many times wider than the rest
 PLANE_TOLERANCE = 0.01     # inlier distance, times the framed sphere's radius
-_NEAR = 1e-6
 
 
 class RoiError(ValueError):
@@ -103,18 +99,6 @@ class RegionOfInterest:
         bits = np.array([[(k >> a) & 1 for a in range(3)] for k in range(8)], dtype=np.float64)
         return lo + bits * (hi - lo)
 
-    def image_mask(self, viewmat, K, width, height):
-        """(H, W) bool: the pixels whose centre lies in the box's projection.
-
-        ``viewmat`` OpenCV world-to-camera, ``K`` pixel-edge pinhole (pixel centres at +0.5).
-        """
-        uv, depth = cameras.project_points(self.corners(), np.asarray(viewmat, np.float64),
-                                           np.asarray(K, np.float64))
-        if np.any(depth <= _NEAR):
-            return np.ones((int(height), int(width)), bool)
-        hull = uv[cv2.convexHull(uv.astype(np.float32), returnPoints=False).reshape(-1)]
-        return _inside_convex(hull, int(width), int(height))
-
 
 def marker_scene(scene, roi):
     """Return ``scene`` with colour 1 for the Gaussians inside ``roi`` and 0 for the others."""
@@ -139,17 +123,6 @@ def visible_region(marker, viewmat, K, width, height):
     radius = max(1, round(max(width, height) / 32))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     return cv2.dilate(seen, kernel).astype(bool)
-
-
-def _inside_convex(hull, width, height):
-    """(H, W) bool: pixel centres (j + 0.5, i + 0.5) inside a convex polygon (any winding)."""
-    x = np.arange(width, dtype=np.float64) + 0.5
-    y = np.arange(height, dtype=np.float64)[:, None] + 0.5
-    sides = []
-    for (x0, y0), (x1, y1) in zip(hull, np.roll(hull, -1, axis=0)):
-        sides.append((x1 - x0) * (y - y0) - (y1 - y0) * (x - x0))
-    sides = np.stack(np.broadcast_arrays(*sides))
-    return np.all(sides >= 0, axis=0) | np.all(sides <= 0, axis=0)
 
 
 def estimate_roi(points, viewmats, Ks, sizes, weights=None):
