@@ -41,6 +41,9 @@ from igspad_ros.data.capture import load_capture
 METHODS = {
     'igs_mps': lambda base: base,                    # the paper's IGS + MPS, today's default
     'igs': lambda base: replace(base, mps=False),    # IGS without Matching Points Sampling
+    # MPS that cannot exclude a normal region: unmatched pixels weigh 0.2, not 0, and a
+    # map from fewer than 20 matches is not trusted (every pixel weighs 1)
+    'igs_mps_soft': lambda base: replace(base, mps_floor=0.2, mps_min_matches=20),
 }
 TRUE = 'true_pose'
 GAP_KEYS = ('pixel_auroc', 'image_auroc', 'pixel_ap')
@@ -55,9 +58,9 @@ def build_parser():
                         help='MAD category with test_poses.json (e.g. from make_synthetic.py)')
     parser.add_argument('--scene', required=True, type=Path,
                         help='scene PLY trained on it (its index and threshold beside it)')
-    parser.add_argument('--methods', default=','.join(METHODS),
+    parser.add_argument('--methods', default='igs_mps,igs',
                         help=f'comma-separated methods of {", ".join(METHODS)} '
-                             f'(default: all)')
+                             f'(default: igs_mps,igs)')
     parser.add_argument('--extractor', default=DEFAULT_EXTRACTOR, choices=EXTRACTOR_NAMES,
                         help=f'feature extractor ({DEFAULT_EXTRACTOR})')
     parser.add_argument('--extractor-weights', default=None,

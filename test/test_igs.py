@@ -36,6 +36,11 @@ def test_mps_weight_map_marks_pixels_within_k_of_the_points():
     np.testing.assert_array_equal(w, expected)
     corner = mps_weight_map(np.array([[0.0, 0.0]]), 4, 4, 2.2)
     assert corner.sum() == 4.0 and corner[:2, :2].all()
+    # a floor weighs the unmatched pixels instead of dropping them
+    soft = mps_weight_map(np.array([[10.5, 5.5]]), 12, 16, 1.0, floor=0.2)
+    np.testing.assert_array_equal(soft, np.where(expected > 0, 1.0, 0.2).astype(np.float32))
+    with pytest.raises(ValueError, match='mps_floor'):
+        IGSConfig(mps_floor=1.5)
 
 
 def test_masked_l1_loss_is_eq4():

@@ -112,4 +112,5 @@ def test_unknown_method_is_a_user_error(bench, synthetic_category_dir, scene, ca
                     '--methods', 'igs_mps,nope'])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].endswith('--methods: unknown nope; choose from igs_mps, igs')
+    assert len(err) == 1 and err[0].endswith(
+        '--methods: unknown nope; choose from igs_mps, igs, igs_mps_soft')

@@ -38,6 +38,8 @@ class IGSConfig:
     mps: bool = True
     mps_radius: float | None = None     # k in px of the input image; None = 8 % of its long side
     mps_every: int = 25                 # recompute the MPS map every N steps
+    mps_floor: float = 0.0              # weight of unmatched pixels (paper: 0)
+    mps_min_matches: int = MIN_MPS_MATCHES  # fewer matches: every pixel weighs 1
     early_stop: bool = True             # a still pose ends the high rate early, then the run
     early_stop_window: int = 20         # steps over which the pose must stay still
     early_stop_deg: float = 0.05        # rotation change (degrees) that counts as still
@@ -59,6 +61,8 @@ class IGSConfig:
             ('steps', self.steps >= 1), ('lr', self.lr > 0), ('lr_final', self.lr_final > 0),
             ('lr_decay_step', self.lr_decay_step >= 0), ('mps_every', self.mps_every >= 1),
             ('mps_radius', self.mps_radius is None or self.mps_radius > 0),
+            ('mps_floor', 0.0 <= self.mps_floor <= 1.0),
+            ('mps_min_matches', self.mps_min_matches >= 1),
             ('early_stop_window', self.early_stop_window >= 2),
             ('early_stop_deg', self.early_stop_deg >= 0),
             ('early_stop_frac', self.early_stop_frac >= 0),
@@ -97,13 +101,15 @@ def masked_l1_loss(rendered, target, weight):
     return (diff * weight).sum((-2, -1)) / float(h * w)
 
 
-def mps_weight_map(points, height, width, radius):
+def mps_weight_map(points, height, width, radius, floor=0.0):
     """Build the Matching Points Sampling map (3.2.3): 1 within ``radius`` px of a point, else 0.
 
     ``points`` (M, 2) pixel-edge (x, y); pixel (i, j) counts from its centre (j + .5, i + .5).
+    ``floor`` (beyond the paper) is the weight of the pixels far from every point instead
+    of 0, so that no region of the image drops out of eq. (4) entirely.
     Returns (height, width) float32.
     """
-    weight = np.zeros((height, width), np.float32)
+    weight = np.full((height, width), float(floor), np.float32)
     r = float(radius)
     for x, y in np.asarray(points, dtype=np.float64).reshape(-1, 2):
         j0, j1 = max(0, math.floor(x - r - 0.5)), min(width, math.ceil(x + r + 0.5))
@@ -176,7 +182,7 @@ def _invert_pose(scene, image, init_viewmat, K, config, matcher, width, height, 
         viewmats = pose(xi)
         if config.mps and (step % config.mps_every == 0 or new_level is not level):
             weights, _ = _mps_weights(scene, viewmats.detach(), new_level, matcher,
-                                      test_features, radius, background)
+                                      test_features, radius, background, config)
         elif not config.mps and new_level is not level:
             weights = torch.ones((len(starts), new_level.h, new_level.w), device=device)
         level = new_level
@@ -253,8 +259,12 @@ class _Level:
 
 
 @torch.no_grad()
-def _mps_weights(scene, viewmats, level, matcher, test_features, radius, background):
-    """Match each hypothesis' render to the test image; map around the matched test points."""
+def _mps_weights(scene, viewmats, level, matcher, test_features, radius, background, config):
+    """Match each hypothesis' render to the test image; map around the matched test points.
+
+    Unmatched pixels weigh ``config.mps_floor`` (0 in the paper); with fewer than
+    ``config.mps_min_matches`` matches the map is all ones.
+    """
     out = render(scene, viewmats, level.K, level.w, level.h, background=background,
                  backend='auto')
     maps, counts = [], []
@@ -262,12 +272,13 @@ def _mps_weights(scene, viewmats, level, matcher, test_features, radius, backgro
         rendered = rgb.clamp(0.0, 1.0).cpu().numpy()
         _, test_points, _ = matcher.match_scored(matcher.extract(rendered), test_features)
         counts.append(int(len(test_points)))
-        if len(test_points) < MIN_MPS_MATCHES:
+        if len(test_points) < config.mps_min_matches:
             # too few matches to trust: weigh every pixel rather than stop the gradient
             maps.append(np.ones((level.h, level.w), np.float32))
             continue
         maps.append(mps_weight_map(test_points * np.asarray(level.scale, np.float32),
-                                   level.h, level.w, radius * level.scale[0]))
+                                   level.h, level.w, radius * level.scale[0],
+                                   floor=config.mps_floor))
     return torch.from_numpy(np.stack(maps)).to(scene.device), counts
 
 
@@ -282,7 +293,7 @@ def _select(scene, viewmats, level, config, matcher, test_features, radius, back
                  backend='auto')
     if config.mps:
         weights, counts = _mps_weights(scene, viewmats, level, matcher, test_features, radius,
-                                       background)
+                                       background, config)
         common = weights.amax(0) if len(viewmats) > 1 else weights[0]
     else:
         common, counts = torch.ones((level.h, level.w), device=scene.device), []
