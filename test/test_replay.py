@@ -192,6 +192,7 @@ def test_tool_writes_the_evaluation_json(ros_context, spin, bag, tmp_path, capsy
                                 'mps': True, 'steps': None, 'device': 'cpu'}
     assert report['replay']['n_lost'] == 0 and report['replay']['recorded_messages'] == 80
     assert report['pose']['rot_deg_median'] > 0
+    assert report['verdict']['threshold'] == 0.99        # the node's, from its verdicts
 
 
 def test_tool_user_errors_exit_2(bag, tmp_path, capsys, load_script):
