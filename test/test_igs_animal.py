@@ -5,10 +5,12 @@ its own small scene, trained as the session's brick scene is (64 px, 1000 steps)
 """
 import numpy as np
 import pytest
+import torch
 
 from igspad_ros.core import cameras
 from igspad_ros.core.igs import IGSConfig, invert_pose
 from igspad_ros.core.matching import make_matcher
+from igspad_ros.core.render import render
 from igspad_ros.data.mad import load_category
 from igspad_ros.data.synthetic import make_category
 from igspad_ros.data.synthetic_animals import DEVELOPMENT_SEEDS, animal_kind
@@ -37,3 +39,16 @@ def test_igs_recovers_the_animal_pose_from_10_degrees(animal):
     # measured: rotation under 1 degree, translation 1.05 % (issue 14 asks < 1 %: not met)
     assert cameras.rotation_error_deg(est.viewmat, good.true_viewmat) < 1.0
     assert cameras.translation_error_rel(est.viewmat, good.true_viewmat) < 0.015
+    # The 1 % is the 64 px scene's, not the optimiser's: the scene fits the photo better at
+    # the IGS pose than at the true one (L1 0.0081 against 0.0092; on the same animal
+    # five IGS variants, 300 to 500 steps, all ended 1.04 to 1.10 % away)
+    at_true = _l1(scene, good.true_viewmat, good.image, cat.K)
+    assert _l1(scene, est.viewmat, good.image, cat.K) < at_true
+
+
+def _l1(scene, viewmat, image, K):
+    """Mean absolute difference of ``image`` and the scene rendered at ``viewmat``."""
+    with torch.no_grad():
+        out = render(scene, torch.as_tensor(viewmat, dtype=torch.float32), K,
+                     image.shape[1], image.shape[0])
+    return float(np.abs(out.rgb.numpy() - image).mean())
