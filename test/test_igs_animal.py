@@ -42,7 +42,7 @@ def test_igs_recovers_the_animal_pose_from_10_degrees(animal):
     # The 1 % is the 64 px scene's, not the optimiser's: the scene fits the photo better at
     # the IGS pose than at the true one (L1 0.0081 against 0.0092; on the same animal
     # six IGS variants (MPS off or soft, no or tighter early stop, 500 steps) from three
-    # starts all ended 1.04 to 1.10 % away)
+    # starts each all ended 1.04 to 1.10 % away)
     at_true = _l1(scene, good.true_viewmat, good.image, cat.K)
     assert _l1(scene, est.viewmat, good.image, cat.K) < at_true
 
