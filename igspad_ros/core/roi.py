@@ -93,12 +93,6 @@ class RegionOfInterest:
         """Return ``[xmin, ymin, zmin, xmax, ymax, zmax]`` (+ the plane's four numbers)."""
         return [*self.lo, *self.hi, *(self.plane or ())]
 
-    def corners(self):
-        """Return the box's eight corner points, (8, 3) float64."""
-        lo, hi = np.asarray(self.lo), np.asarray(self.hi)
-        bits = np.array([[(k >> a) & 1 for a in range(3)] for k in range(8)], dtype=np.float64)
-        return lo + bits * (hi - lo)
-
 
 def marker_scene(scene, roi):
     """Return ``scene`` with colour 1 for the Gaussians inside ``roi`` and 0 for the others."""
