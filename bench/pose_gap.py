@@ -45,6 +45,7 @@ METHODS = {
     # map from fewer than 20 matches is not trusted (every pixel weighs 1)
     'igs_mps_soft': lambda base: replace(base, mps_floor=0.2, mps_min_matches=20),
 }
+DEFAULT_METHODS = 'igs_mps,igs'    # the ablation of the paper; others on request
 TRUE = 'true_pose'
 GAP_KEYS = ('pixel_auroc', 'image_auroc', 'pixel_ap')
 
@@ -58,9 +59,9 @@ def build_parser():
                         help='MAD category with test_poses.json (e.g. from make_synthetic.py)')
     parser.add_argument('--scene', required=True, type=Path,
                         help='scene PLY trained on it (its index and threshold beside it)')
-    parser.add_argument('--methods', default='igs_mps,igs',
+    parser.add_argument('--methods', default=DEFAULT_METHODS,
                         help=f'comma-separated methods of {", ".join(METHODS)} '
-                             f'(default: igs_mps,igs)')
+                             f'(default: {DEFAULT_METHODS})')
     parser.add_argument('--extractor', default=DEFAULT_EXTRACTOR, choices=EXTRACTOR_NAMES,
                         help=f'feature extractor ({DEFAULT_EXTRACTOR})')
     parser.add_argument('--extractor-weights', default=None,

@@ -337,7 +337,8 @@ def replay_report(category, records, outcome):
     ``replay.lost``. Stage timings come from the verdict's ``<stage>_ms`` values.
     Raises ReplayError when no image was answered.
     """
-    outcomes, lost, latency, round_trip, thresholds = [], [], [], [], []
+    outcomes, lost, latency, round_trip = [], [], [], []
+    threshold = None    # the node's: the last verdict's, should a parameter change move it
     for record, result in zip(records, outcome.results):
         if result.lost or result.anomaly_map is None or result.image_score is None:
             lost.append(record.rel_path)
@@ -353,14 +354,12 @@ def replay_report(category, records, outcome):
             viewmat=result.viewmat, true_viewmat=record.true_viewmat, seconds=seconds))
         if _float(values.get('latency_ms')) is not None:
             latency.append(float(values['latency_ms']) / 1000.0)
-        if result.threshold is not None:
-            thresholds.append(result.threshold)
+        threshold = result.threshold if result.threshold is not None else threshold
         round_trip.append(result.seconds)
     if not outcomes:
         raise ReplayError(f'the inspector answered none of the {len(records)} images')
-    # the verdict's threshold: the node's one (the last, should a parameter change move it)
     report = category_report(category, outcomes, replay_config(outcome.parameters),
-                             threshold=thresholds[-1] if thresholds else None)
+                             threshold=threshold)
     report['replay'] = {
         'n_sent': len(records), 'n_lost': len(lost), 'lost': lost,
         'unmatched_outputs': outcome.unmatched, 'recorded_messages': outcome.recorded,
