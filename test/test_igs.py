@@ -88,3 +88,24 @@ def test_multi_hypothesis_keeps_the_start_that_fits(scene, matcher, good_image,
     start_error = cameras.rotation_error_deg(near, good_image.true_viewmat)
     assert cameras.rotation_error_deg(est.viewmat, good_image.true_viewmat) < 0.8 * start_error
     assert len(est.trace) == est.steps and len(est.trace[0]['loss']) == 2
+
+
+def test_a_large_image_is_inverted_at_the_scenes_size(scene, good_image, synthetic_category):
+    # The 64 px scene seen in a 2x image: IGS works at 64 px (the image area-averaged back),
+    # so it reaches exactly the pose it reaches on the 64 px image, at the same cost.
+    h, w = good_image.image.shape[:2]
+    large = np.repeat(np.repeat(good_image.image, 2, axis=0), 2, axis=1)
+    K2 = cameras.scale_intrinsics(synthetic_category.K, (w, h), (2 * w, 2 * h))
+    start = cameras.perturb_viewmat(good_image.true_viewmat, 10.0, 0.10,
+                                    np.random.default_rng(0))
+    config = IGSConfig(steps=60, lr_decay_step=40, mps=False)     # CPU default, MPS aside
+    small = invert_pose(scene, good_image.image, start, synthetic_category.K, config,
+                        scene_size=w)
+    big = invert_pose(scene, large, start, K2, config, scene_size=w)
+    np.testing.assert_allclose(big.viewmat, small.viewmat, atol=1e-6)
+    assert big.steps == small.steps and big.loss == pytest.approx(small.loss, abs=1e-7)
+    assert cameras.rotation_error_deg(big.viewmat, good_image.true_viewmat) < 1.0   # 0.62
+    assert cameras.translation_error_rel(big.viewmat, good_image.true_viewmat) < 0.01  # 0.009
+    # without the scene's size the renders are the input's: another optimisation path
+    full = invert_pose(scene, large, start, K2, config)
+    assert np.abs(full.viewmat - small.viewmat).max() > 1e-5

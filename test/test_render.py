@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from igspad_ros.core.cameras import intrinsics_from_fov, look_at, se3_exp
-from igspad_ros.core.render import RenderInputError, render
+from igspad_ros.core.render import RenderInputError, render, supersample_factor
 from igspad_ros.core.render.reference import rasterize_dense
 from igspad_ros.core.render.reference import random_scene as reference_scene
 from igspad_ros.core.scene import GaussianScene
@@ -172,6 +172,27 @@ def test_info_carries_what_default_strategy_needs():
         info['means2d'].grad[0, ~visible]))
 
 
+def test_supersampled_render_is_the_block_mean_of_the_large_render():
+    scene = random_scene(300, dtype=torch.float32)
+    V, K = _camera(24, dtype=torch.float32)
+    small = render(scene, V, K, 24, 20, supersample=3)
+    large = render(scene, V, K * torch.tensor([3.0, 3.0, 1.0])[:, None], 72, 60)
+    assert small.rgb.shape == (20, 24, 3) and small.alpha.shape == (20, 24, 1)
+    assert small.info['width'] == 72 and small.info['height'] == 60
+    blocks = large.rgb.reshape(20, 3, 24, 3, 3).mean((1, 3))
+    assert torch.allclose(small.rgb, blocks, atol=1e-6)
+    assert torch.allclose(small.alpha[..., 0], large.alpha[..., 0].reshape(20, 3, 24, 3)
+                          .mean((1, 3)), atol=1e-6)
+
+
+def test_supersample_factor_renders_near_the_scene_size():
+    assert supersample_factor(128, 64, 48) == 2
+    assert supersample_factor(128, 96, 96) == 1      # 1.33: not worth a larger render
+    assert supersample_factor(128, 40, 30) == 3
+    assert supersample_factor(128, 256, 256) == 1
+    assert supersample_factor(None, 16, 16) == 1
+
+
 @pytest.mark.parametrize('kwargs, match', [
     ({'viewmat': np.eye(3)}, 'viewmat'),
     ({'width': 0}, 'width'),
@@ -179,6 +200,9 @@ def test_info_carries_what_default_strategy_needs():
     ({'K': np.eye(4)}, 'K'),
     ({'background': (1.0, 1.0)}, 'background'),
     ({'backend': 'opengl'}, 'backend'),
+    ({'supersample': 0}, 'supersample'),
+    ({'supersample': 1.5}, 'supersample'),
+    ({'width': 5000, 'supersample': 2}, 'width'),
 ])
 def test_bad_arguments_are_rejected(kwargs, match):
     scene = random_scene(10, dtype=torch.float32)

@@ -9,7 +9,9 @@ elsewhere, so anomalous regions (which match nothing) do not pull the pose.
 
 Beyond the paper: early stop when the pose stops moving; several initial poses (top-k
 retrieved views) optimised together in one batched render, keeping the lowest masked loss;
-a reduced working resolution for speed on CPU.
+renders at most at the scene's training size (supersampled well below it), with optional
+last steps at a larger size (``fine_steps``), so a large image costs little more than a
+small one.
 """
 import math
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ import torch
 from igspad_ros.core import cameras
 from igspad_ros.core.images import check_rgb
 from igspad_ros.core.matching import torch_threads
-from igspad_ros.core.render import render
+from igspad_ros.core.render import render, supersample_factor
 
 MIN_MPS_MATCHES = 8
 WHITE = (1.0, 1.0, 1.0)   # MAD's background
@@ -46,7 +48,9 @@ class IGSConfig:
     early_stop_frac: float = 5e-4       # camera-centre change / distance that counts as still
     n_hypotheses: int = 1
     pivot: str = 'object'               # rotate about the object centre ('object') or camera
-    working_size: int | None = None     # long side of the renders during IGS; None = input size
+    # Long side of the renders during IGS, at most the input's; None = the scene's training
+    # size when known (a larger render holds no detail the scene has), else the input size.
+    working_size: int | None = None
     fine_steps: int = 0                 # last steps at fine_size (at most a third of steps)
     fine_size: int | None = None        # long side of the fine steps; None = input size
     trace: bool = False
@@ -124,7 +128,7 @@ def mps_weight_map(points, height, width, radius, floor=0.0):
 
 
 def invert_pose(scene, image, init_viewmat, K, config=None, matcher=None, width=None,
-                height=None, test_features=None, background=WHITE):
+                height=None, test_features=None, background=WHITE, scene_size=None):
     """Estimate the viewmat of ``image`` (H, W, 3) float32 by inverting the scene's renderer.
 
     ``init_viewmat`` is a (4, 4) viewmat, or with ``config.n_hypotheses > 1`` a list or
@@ -132,16 +136,20 @@ def invert_pose(scene, image, init_viewmat, K, config=None, matcher=None, width=
     ``width`` x ``height`` (default: the image's size) and is rescaled to the image. MPS
     needs ``matcher``; ``test_features`` are the image's Features if already extracted.
     ``background`` is the scene's background colour (the one it was trained over).
+    ``scene_size`` is the long side of the views it was trained on, if known: the working
+    size unless ``config.working_size`` says, and renders at half that or less are supersampled
+    (``render.supersample_factor``). The returned loss is the working size's, so that it
+    compares with other images' whatever their size.
     """
     config = config or IGSConfig()
     threads = config.torch_threads if scene is not None and scene.device.type == 'cpu' else None
     with torch_threads(threads):
         return _invert_pose(scene, image, init_viewmat, K, config, matcher, width, height,
-                            test_features, tuple(float(c) for c in background))
+                            test_features, tuple(float(c) for c in background), scene_size)
 
 
 def _invert_pose(scene, image, init_viewmat, K, config, matcher, width, height, test_features,
-                 background):
+                 background, scene_size):
     image = check_rgb(image, 'invert_pose', 8)
     img_h, img_w = image.shape[:2]
     K = cameras.scale_intrinsics(K, (width or img_w, height or img_h), (img_w, img_h))
@@ -149,8 +157,6 @@ def _invert_pose(scene, image, init_viewmat, K, config, matcher, width, height, 
     if config.mps:
         if matcher is None:
             raise ValueError('invert_pose: MPS (config.mps) needs a matcher')
-        if test_features is None:
-            test_features = matcher.extract(image)
     # k is not given in the paper; 8 % of the long side (5 px at 64, 64 px at 800) ended a
     # 10 deg / 10 % start on the 64 px test scene at 0.59 deg / 0.95 %, 4 % at 0.79 / 1.10 %
     radius = config.mps_radius or 0.08 * max(img_w, img_h)
@@ -159,11 +165,13 @@ def _invert_pose(scene, image, init_viewmat, K, config, matcher, width, height, 
     pose = _PivotedPose(v0, scene, config.pivot)
     xi = torch.zeros((len(starts), 6), dtype=torch.float32, device=device, requires_grad=True)
     optimiser = torch.optim.Adam([xi], lr=config.lr)
-    coarse = _Level(image, K, config.working_size, device)
-    fine = _Level(image, K, config.fine_size, device) if config.fine_steps else coarse
-    # a fine level of the coarse level's size is no stage of its own
+    working = min(config.working_size or scene_size or max(img_w, img_h), max(img_w, img_h))
+    coarse = _Level(image, K, working, device, scene_size)
+    fine = (_Level(image, K, config.fine_size, device, scene_size) if config.fine_steps
+            else coarse)
+    # a fine level no larger than the coarse level is no stage of its own
     fine_steps = (min(config.fine_steps, config.steps // 3)
-                  if (fine.w, fine.h) != (coarse.w, coarse.h) else 0)
+                  if fine.w * fine.h > coarse.w * coarse.h else 0)
     fine = fine if fine_steps else coarse
     history = [np.stack([cameras.camera_center(v) for v in starts])]
     rotations = [starts[:, :3, :3]]
@@ -187,7 +195,7 @@ def _invert_pose(scene, image, init_viewmat, K, config, matcher, width, height, 
             weights = torch.ones((len(starts), new_level.h, new_level.w), device=device)
         level = new_level
         out = render(scene, viewmats, level.K, level.w, level.h, background=background,
-                     backend='auto')
+                     supersample=level.supersample)
         losses = masked_l1_loss(out.rgb, level.target, weights)
         optimiser.zero_grad()
         losses.sum().backward()
@@ -212,8 +220,8 @@ def _invert_pose(scene, image, init_viewmat, K, config, matcher, width, height, 
             decay_step = step + 1
             history, rotations = history[-1:], rotations[-1:]
     final = pose(xi.detach())
-    best, final_losses, n_matches = _select(scene, final, fine, config, matcher, test_features,
-                                            radius, background)
+    best, final_losses, n_matches = _select(scene, final, coarse, config, matcher,
+                                            test_features, radius, background)
     if not converged:
         converged = _pose_still(history, rotations, config)
     return PoseEstimate(viewmat=final[best].double().cpu().numpy(),
@@ -247,15 +255,31 @@ class _PivotedPose:
 class _Level:
     """The target image and intrinsics at one working resolution."""
 
-    def __init__(self, image, K, working_size, device):
+    def __init__(self, image, K, working_size, device, scene_size=None):
         h, w = image.shape[:2]
         scale = 1.0 if working_size is None else min(1.0, working_size / max(w, h))
         self.w, self.h = max(1, round(w * scale)), max(1, round(h * scale))
+        self.supersample = supersample_factor(scene_size, self.w, self.h)
         self.scale = (self.w / w, self.h / h)
         self.K = cameras.scale_intrinsics(K, (w, h), (self.w, self.h))
         small = image if (self.w, self.h) == (w, h) else cv2.resize(
             image, (self.w, self.h), interpolation=cv2.INTER_AREA)
         self.target = torch.from_numpy(np.ascontiguousarray(small)).to(device)
+        self._small = small
+        self._features = None
+
+    def features(self, matcher, image_features):
+        """Return the test image's keypoints at this level, in its pixels.
+
+        MPS matches the level's render with the image at one scale: features of a 512 px
+        image against a 128 px render matched poorly (IGS ended 0.71 degrees off at 512 px,
+        0.32 at 128 px; 0.35 at 512 px matched at one scale, ``bench/cost_curve.py``).
+        ``image_features`` are the full image's, if known.
+        """
+        if self._features is None:
+            full = self.scale == (1.0, 1.0) and image_features is not None
+            self._features = image_features if full else matcher.extract(self._small)
+        return self._features
 
 
 @torch.no_grad()
@@ -266,18 +290,18 @@ def _mps_weights(scene, viewmats, level, matcher, test_features, radius, backgro
     ``config.mps_min_matches`` matches the map is all ones.
     """
     out = render(scene, viewmats, level.K, level.w, level.h, background=background,
-                 backend='auto')
+                 supersample=level.supersample)
     maps, counts = [], []
     for rgb in out.rgb:
         rendered = rgb.clamp(0.0, 1.0).cpu().numpy()
-        _, test_points, _ = matcher.match_scored(matcher.extract(rendered), test_features)
+        _, test_points, _ = matcher.match_scored(matcher.extract(rendered),
+                                                 level.features(matcher, test_features))
         counts.append(int(len(test_points)))
         if len(test_points) < config.mps_min_matches:
             # too few matches to trust: weigh every pixel rather than stop the gradient
             maps.append(np.ones((level.h, level.w), np.float32))
             continue
-        maps.append(mps_weight_map(test_points * np.asarray(level.scale, np.float32),
-                                   level.h, level.w, radius * level.scale[0],
+        maps.append(mps_weight_map(test_points, level.h, level.w, radius * level.scale[0],
                                    floor=config.mps_floor))
     return torch.from_numpy(np.stack(maps)).to(scene.device), counts
 
@@ -290,7 +314,7 @@ def _select(scene, viewmats, level, config, matcher, test_features, radius, back
     the test image matched by any of them), so the losses compare on the same pixels.
     """
     out = render(scene, viewmats, level.K, level.w, level.h, background=background,
-                 backend='auto')
+                 supersample=level.supersample)
     if config.mps:
         weights, counts = _mps_weights(scene, viewmats, level, matcher, test_features, radius,
                                        background, config)

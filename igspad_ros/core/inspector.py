@@ -35,7 +35,7 @@ from igspad_ros.core.igs import WHITE, IGSConfig, invert_pose
 from igspad_ros.core.images import check_rgb
 from igspad_ros.core.matching import DEFAULT_MATCHER, make_matcher
 from igspad_ros.core.photometric import IDENTITY, fit_colour_transform
-from igspad_ros.core.render import render
+from igspad_ros.core.render import render, supersample_factor
 from igspad_ros.core.retrieval import RetrievalIndex, RetrievalIndexError
 from igspad_ros.core.roi import RegionOfInterest, marker_scene, visible_region
 from igspad_ros.core.scene import GaussianScene, read_scene_meta, sidecar_path, write_scene_meta
@@ -52,9 +52,9 @@ def cpu_igs_config():
 
     Same learning rates (0.01 -> 0.001) with the decay at two thirds of the run, as the
     paper's 200 of 300. On the 128 px synthetic brick 60 steps reached the same pose
-    (median 0.3 degrees) and metrics as 100 in 0.8 of the time. IGS renders at the input
-    size: coarse to fine (``coarse_to_fine_igs_config``) costs less on large images but, in
-    ``bench/cost_curve.py`` at 256 px, ended 0.94 degrees off where this ended 0.21.
+    (median 0.3 degrees) and metrics as 100 in 0.8 of the time. IGS renders at the scene's
+    training size at most (``IGSConfig.working_size`` None): a larger render holds no detail
+    the scene has, so a large image costs about what one of the training size does.
     """
     return IGSConfig(steps=60, lr_decay_step=40)
 
@@ -219,10 +219,14 @@ class Inspector:
         return amap, score, rendered, region, colour, seconds
 
     def render_view(self, viewmat, K, width, height):
-        """Render the normal view (H, W, 3) float32 of the scene at ``viewmat``."""
+        """Render the normal view (H, W, 3) float32 of the scene at ``viewmat``.
+
+        Supersampled when the view is half the scene's training size or smaller.
+        """
         with torch.no_grad():
             out = render(self.scene, torch.as_tensor(np.asarray(viewmat), dtype=torch.float32),
-                         K, width, height, background=self.background)
+                         K, width, height, background=self.background,
+                         supersample=supersample_factor(max(self.size), width, height))
         return out.rgb.clamp(0.0, 1.0).cpu().numpy().astype(np.float32)
 
     def _inspect(self, image, K, exclude_view, threshold):
@@ -273,7 +277,7 @@ class Inspector:
         starts = np.stack([c.viewmat for c in candidates])
         return invert_pose(self.scene, image, starts if len(starts) > 1 else starts[0], K,
                            self.config.igs, matcher=self.matcher, test_features=feats,
-                           background=self.background)
+                           background=self.background, scene_size=max(self.size))
 
     def _plain_residual(self, image, K, viewmat):
         """Mean absolute difference of the image and the scene rendered at ``viewmat``."""

@@ -40,7 +40,8 @@ PARAMETERS = {
                (1e-6, 1.0), True),
     'mps': (True, 'Matching Points Sampling weights the IGS loss (paper 3.2.3)', None, True),
     'mps_radius': (0.0, 'MPS radius k in px; 0 = 8 % of the long image side', (0.0, 1000.0), True),
-    'igs_working_size': (0, 'long side of the IGS renders; 0 = the input size (else >= 16)',
+    'igs_working_size': (0, 'long side of the IGS renders; 0 = the training size of the '
+                         'scene (at most the input size; else >= 16)',
                          (0, MAX_SIDE), True),
     'retrieval_shortlist': (_DEFAULT.shortlist, 'training views matched with LightGlue for '
                             'the initial pose (cheapest-scored first); 0 = all', (0, 100000),
