@@ -48,6 +48,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
@@ -61,6 +62,8 @@ from igspad_ros.ros.flow import FrameQueue
 from igspad_ros.ros.pairing import BAD_CAMERA_INFO, BadCameraInfo, CameraInfoPairing
 from igspad_ros.ros.parameters import PARAMETERS
 from igspad_ros.ros.rectify import Rectifier
+
+RCLError = _rclpy.RCLError
 
 IMAGE_OUTPUTS = ('anomaly_map', 'overlay', 'rendered')
 SUCCESS = TransitionCallbackReturn.SUCCESS
@@ -469,6 +472,11 @@ def main(args=None):
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RCLError:
+        # SIGTERM's shutdown can land while the executor builds its wait set, which then
+        # fails on the invalid context instead of raising ExternalShutdownException
+        if rclpy.ok():
+            raise
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
