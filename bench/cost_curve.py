@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Cost curve: median seconds per image by stage at several image sizes, two IGS configs.
+"""Cost curve: median seconds per image by stage at several image sizes and IGS configs.
 
 bench/cost_curve.py --data CATDIR --scene SCENE.ply [--sizes 64,128,256,512] [--images N]
-                    [--threads 1] [--json OUT.json]
+                    [--threads 1] [--configs a,b] [--json OUT.json]
 
 One scene (trained at any size; it renders at every size) and one category whose images
 are at least the largest size. At each size the category is loaded at that long side, the
@@ -10,10 +10,13 @@ Inspector is built on its training views (index and threshold are not per-image 
 are built before timing), and the same ``--images`` test images (spread over the test
 list) are inspected with each configuration in turn, side by side in one run:
 
-- ``input_size``: the previous default, IGS rendering at the input size for all its steps;
+- ``input_size``: the default IGS rendering at the input size for all its steps (as before
+  2026-12-07);
 - ``default``: the shipped CPU configuration (``core.inspector.cpu_igs_config``), IGS
   rendering at the scene's training size at most (supersampled when the input is half of
   it or smaller);
+- ``pnp``: ``core.inspector.pnp_igs_config``, IGS from a PnP-corrected start, the learning
+  rate decayed at 20 of the 60 steps;
 - ``coarse_to_fine``: ``core.inspector.coarse_to_fine_igs_config``, renders at most 128 px
   long and the last 10 steps at up to 256 px.
 
@@ -35,7 +38,8 @@ from igspad_ros.core import cameras
 from igspad_ros.core.evaluation import spread_subset
 from igspad_ros.core.images import MAX_IMAGE_SIDE
 from igspad_ros.core.inspector import (STAGES, Inspector, InspectorConfig,
-                                       coarse_to_fine_igs_config, cpu_igs_config)
+                                       coarse_to_fine_igs_config, cpu_igs_config,
+                                       pnp_igs_config)
 from igspad_ros.data.capture import load_capture
 
 
@@ -44,6 +48,7 @@ def configurations():
     return {'input_size': InspectorConfig(igs=replace(cpu_igs_config(),
                                                       working_size=MAX_IMAGE_SIDE)),
             'default': InspectorConfig(igs=cpu_igs_config()),
+            'pnp': InspectorConfig(igs=pnp_igs_config()),
             'coarse_to_fine': InspectorConfig(igs=coarse_to_fine_igs_config())}
 
 
@@ -55,6 +60,8 @@ def build_parser():
     parser.add_argument('--sizes', default='64,128,256,512', help='long sides to time')
     parser.add_argument('--images', type=int, default=4, help='test images per size')
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads (1)')
+    parser.add_argument('--configs', default=','.join(configurations()),
+                        help='comma-separated configurations to time (default: all)')
     parser.add_argument('--json', type=Path, default=None, help='write the rows here')
     return parser
 
@@ -67,7 +74,8 @@ def run(args):
     for size in sizes:
         capture = load_capture(args.data, size=size)
         tests = spread_subset(capture.test, args.images)
-        for name, config in configurations().items():
+        for name in args.configs.split(','):
+            config = configurations()[name]
             # threshold given: the timing run does not recalibrate the scene's sidecars
             inspector = Inspector(args.scene, replace(config, threshold=1.0), device='cpu',
                                   train_views=capture.train)
@@ -99,7 +107,12 @@ def _format(row, rows):
 
 def main(argv=None):
     """Parse, run, print the table and optionally write JSON."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    unknown = [c for c in args.configs.split(',') if c not in configurations()]
+    if unknown:
+        parser.error(f'--configs: unknown {", ".join(unknown)}; choose from '
+                     f'{", ".join(configurations())}')
     print('median seconds per image by stage (one torch thread unless --threads)')
     rows = run(args)
     if args.json:

@@ -41,6 +41,10 @@ from igspad_ros.data.capture import load_capture
 METHODS = {
     'igs_mps': lambda base: base,                    # the paper's IGS + MPS, today's default
     'igs': lambda base: replace(base, mps=False),    # IGS without Matching Points Sampling
+    # IGS + MPS from a PnP-corrected start, the decay at a third of the steps
+    # (core.inspector.pnp_igs_config on a CPU)
+    'igs_mps_pnp': lambda base: replace(base, pnp=True,
+                                        lr_decay_step=round(base.steps / 3)),
     # MPS that cannot exclude a normal region: unmatched pixels weigh 0.2, not 0, and a
     # map from fewer than 20 matches is not trusted (every pixel weighs 1)
     'igs_mps_soft': lambda base: replace(base, mps_floor=0.2, mps_min_matches=20),
@@ -69,9 +73,9 @@ def build_parser():
     parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'),
                         help='torch device (auto: cuda when available)')
     parser.add_argument('--steps', type=_positive_int, default=None,
-                        help='IGS steps of every method, the learning-rate decay at two '
-                             'thirds, the fine stage at most a third (default: 60 on cpu, '
-                             '300 on cuda)')
+                        help='IGS steps of every method, the learning-rate decay at the '
+                             'same share of them, the fine stage at most a third (default: '
+                             '60 on cpu, 300 on cuda)')
     parser.add_argument('--limit', type=_positive_int, default=None,
                         help='N test images evenly spread over the sorted test list')
     parser.add_argument('--json', type=Path, default=None, help='write the results here')
@@ -128,9 +132,8 @@ def pose_gap(data, scene, methods, extractor=DEFAULT_EXTRACTOR, extractor_weight
     inspector = Inspector(scene, config, device=device, train_views=category.train)
     base = IGSConfig() if inspector.device.type == 'cuda' else cpu_igs_config()
     if steps:
-        # as offline/evaluate.py: the decay at two thirds, the fine stage at most a third
-        base = replace(base, steps=steps, lr_decay_step=round(steps * 2 / 3),
-                       fine_steps=min(base.fine_steps, steps // 3))
+        # as offline/evaluate.py: the decay keeps its share, the fine stage at most a third
+        base = base.with_steps(steps)
     dev = inspector.device.type
     rows, outcomes = {}, {}
     outcomes[TRUE] = true_pose_outcomes(category, inspector, _bar(TRUE))

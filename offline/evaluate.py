@@ -98,10 +98,8 @@ def inspector_config(args, device):
                              matcher=args.matcher, roi=args.roi,
                              photometric=not args.no_photometric)
     igs = IGSConfig() if device.startswith('cuda') else config.igs
-    steps = args.steps or igs.steps
-    # keep the paper's decay at two thirds of the run whatever the number of steps
-    igs = replace(igs, steps=steps, lr_decay_step=round(steps * 2 / 3), mps=not args.no_mps,
-                  fine_steps=min(igs.fine_steps, steps // 3))
+    # the decay keeps its share of the run whatever the number of steps
+    igs = replace(igs.with_steps(args.steps or igs.steps), mps=not args.no_mps)
     return replace(config, igs=igs)
 
 

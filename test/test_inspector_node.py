@@ -774,12 +774,17 @@ def test_the_object_frame_goes_on_tf_in_the_image_frame():
         pose.orientation.y, pose.orientation.z, pose.orientation.w)
 
 
-def test_parameter_defaults_are_the_inspectors_and_steps_keep_the_paper_schedule():
+def test_parameter_defaults_are_the_inspectors_and_steps_keep_the_schedule():
     settings = {name: spec[0] for name, spec in PARAMETERS.items()}
     assert inspector_config(settings) == InspectorConfig()
     settings.update(igs_steps=30, igs_lr=0.02, mps=False, threshold=0.4)
     config = inspector_config(settings)
+    # the CPU default decays at 40 of 60 steps, as the paper at 200 of 300: at 20 of 30
     assert (config.igs.steps, config.igs.lr_decay_step, config.igs.mps) == (30, 20, False)
+    assert not config.igs.pnp
+    settings.update(pnp=True, igs_steps=90)
+    config = inspector_config(settings)
+    assert (config.igs.steps, config.igs.lr_decay_step, config.igs.pnp) == (90, 60, True)
     assert config.igs.lr_final == pytest.approx(0.1 * config.igs.lr) and config.threshold == 0.4
 
 

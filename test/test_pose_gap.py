@@ -113,4 +113,4 @@ def test_unknown_method_is_a_user_error(bench, synthetic_category_dir, scene, ca
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].endswith(
-        '--methods: unknown nope; choose from igs_mps, igs, igs_mps_soft')
+        '--methods: unknown nope; choose from igs_mps, igs, igs_mps_pnp, igs_mps_soft')

@@ -7,14 +7,15 @@ the render and the test image, weighted by the Matching Points Sampling map (3.2
 is 1 within ``k`` px of the test image's points matched to the current render and 0
 elsewhere, so anomalous regions (which match nothing) do not pull the pose.
 
-Beyond the paper: early stop when the pose stops moving; several initial poses (top-k
-retrieved views) optimised together in one batched render, keeping the lowest masked loss;
-renders at most at the scene's training size (supersampled well below it), with optional
-last steps at a larger size (``fine_steps``), so a large image costs little more than a
-small one.
+Beyond the paper: optionally a closed-form PnP correction of each start before the
+gradient steps (``pnp``, ``core.pnp``); early stop when the pose stops moving; several
+initial poses (top-k retrieved views) optimised together in one batched render, keeping the
+lowest masked loss; renders at most at the scene's training size (supersampled well below
+it), with optional last steps at a larger size (``fine_steps``), so a large image costs
+little more than a small one.
 """
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 from igspad_ros.core import cameras
 from igspad_ros.core.images import check_rgb
 from igspad_ros.core.matching import torch_threads
+from igspad_ros.core.pnp import pnp_correct
 from igspad_ros.core.render import render, supersample_factor
 
 MIN_MPS_MATCHES = 8
@@ -47,6 +49,9 @@ class IGSConfig:
     early_stop_deg: float = 0.05        # rotation change (degrees) that counts as still
     early_stop_frac: float = 5e-4       # camera-centre change / distance that counts as still
     n_hypotheses: int = 1
+    # before the gradient steps, correct each start by PnP on its render's matches with the
+    # image lifted to 3D by the rendered depth (``core.pnp``; needs a matcher)
+    pnp: bool = False
     pivot: str = 'object'               # rotate about the object centre ('object') or camera
     # Long side of the renders during IGS, at most the input's; None = the scene's training
     # size when known (a larger render holds no detail the scene has), else the input size.
@@ -79,6 +84,16 @@ class IGSConfig:
         bad = [name for name, ok in checks if not ok]
         if bad:
             raise ValueError(f'IGSConfig: out of range: {", ".join(bad)}')
+
+    def with_steps(self, steps):
+        """Return this schedule stretched to ``steps``.
+
+        The decay stays at the same share of the run (two thirds in the paper, a third in
+        ``pnp_igs_config``), the fine stage is at most a third.
+        """
+        return replace(self, steps=steps,
+                       lr_decay_step=round(steps * self.lr_decay_step / self.steps),
+                       fine_steps=min(self.fine_steps, steps // 3))
 
 
 @dataclass
@@ -154,19 +169,22 @@ def _invert_pose(scene, image, init_viewmat, K, config, matcher, width, height, 
     img_h, img_w = image.shape[:2]
     K = cameras.scale_intrinsics(K, (width or img_w, height or img_h), (img_w, img_h))
     starts = _check_starts(init_viewmat, config.n_hypotheses)
-    if config.mps:
-        if matcher is None:
-            raise ValueError('invert_pose: MPS (config.mps) needs a matcher')
+    if (config.mps or config.pnp) and matcher is None:
+        raise ValueError(f'invert_pose: {"MPS (config.mps)" if config.mps else "config.pnp"} '
+                         'needs a matcher')
     # k is not given in the paper; 8 % of the long side (5 px at 64, 64 px at 800) ended a
     # 10 deg / 10 % start on the 64 px test scene at 0.59 deg / 0.95 %, 4 % at 0.79 / 1.10 %
     radius = config.mps_radius or 0.08 * max(img_w, img_h)
     device = scene.device
+    working = min(config.working_size or scene_size or max(img_w, img_h), max(img_w, img_h))
+    coarse = _Level(image, K, working, device, scene_size)
+    if config.pnp:
+        starts = np.stack([_pnp_start(scene, v, coarse, matcher, test_features, background)
+                           for v in starts])
     v0 = torch.tensor(starts, dtype=torch.float32, device=device)
     pose = _PivotedPose(v0, scene, config.pivot)
     xi = torch.zeros((len(starts), 6), dtype=torch.float32, device=device, requires_grad=True)
     optimiser = torch.optim.Adam([xi], lr=config.lr)
-    working = min(config.working_size or scene_size or max(img_w, img_h), max(img_w, img_h))
-    coarse = _Level(image, K, working, device, scene_size)
     fine = (_Level(image, K, config.fine_size, device, scene_size) if config.fine_steps
             else coarse)
     # a fine level no larger than the coarse level is no stage of its own
@@ -227,6 +245,25 @@ def _invert_pose(scene, image, init_viewmat, K, config, matcher, width, height, 
     return PoseEstimate(viewmat=final[best].double().cpu().numpy(),
                         loss=float(final_losses[best]), steps=step + 1, converged=converged,
                         trace=trace, hypothesis=int(best), n_matches=n_matches)
+
+
+def _pnp_start(scene, viewmat, level, matcher, test_features, background):
+    """``viewmat`` corrected by ``pnp.pnp_correct`` at the level's size when that fits better.
+
+    The PnP pose is kept only when the plain L1 difference of its render with the image is
+    lower than the start's, so a PnP on a handful of wrong matches cannot make it worse.
+    """
+    found = pnp_correct(scene, level._small, viewmat, level.K, matcher,
+                        level.features(matcher, test_features), background, level.supersample)
+    if found.viewmat is None:
+        return viewmat
+    with torch.no_grad():
+        out = render(scene, torch.tensor(np.stack([viewmat, found.viewmat]), dtype=torch.float32,
+                                         device=scene.device),
+                     level.K, level.w, level.h, background=background,
+                     supersample=level.supersample)
+        fit = (out.rgb - level.target).abs().mean((1, 2, 3)).cpu().numpy()
+    return found.viewmat if fit[1] < fit[0] else viewmat
 
 
 class _PivotedPose:

@@ -34,11 +34,14 @@ PARAMETERS = {
     'extractor_weights': ('', 'weights file of the extractor; empty = its default place',
                           None, True),
     'matcher': (DEFAULT_MATCHER, 'matcher for retrieval and MPS', MATCHER_NAMES, True),
-    'igs_steps': (_DEFAULT.igs.steps, 'IGS steps (paper: 300; the lr decays at two thirds)',
+    'igs_steps': (_DEFAULT.igs.steps, 'IGS steps (paper: 300; the lr decay keeps its share '
+                  'of the run)',
                   (1, 10000), True),
     'igs_lr': (_DEFAULT.igs.lr, 'IGS initial learning rate, decayed tenfold (paper: 0.01)',
                (1e-6, 1.0), True),
     'mps': (True, 'Matching Points Sampling weights the IGS loss (paper 3.2.3)', None, True),
+    'pnp': (_DEFAULT.igs.pnp, 'correct the retrieved start by PnP on rendered depth before '
+            'IGS', None, True),
     'mps_radius': (0.0, 'MPS radius k in px; 0 = 8 % of the long image side', (0.0, 1000.0), True),
     'igs_working_size': (0, 'long side of the IGS renders; 0 = the training size of the '
                          'scene (at most the input size; else >= 16)',
@@ -127,13 +130,13 @@ def image_qos(reliability, depth, queue_size):
 def inspector_config(p):
     """InspectorConfig from the node's parameters, on the Inspector's defaults.
 
-    As offline/evaluate.py: the lr decays at two thirds of the steps (the paper's 200 of
-    300); a changed lr scales the final lr with it. Zeros keep the defaults.
+    As offline/evaluate.py: the lr decay keeps its share of the steps
+    (``IGSConfig.with_steps``: a third after the PnP start, two thirds in the paper); a
+    changed lr scales the final lr with it. Zeros keep the defaults.
     """
     base = _DEFAULT.igs
     steps, lr = p['igs_steps'], p['igs_lr']
-    igs = replace(base, steps=steps, lr_decay_step=round(steps * 2 / 3), mps=p['mps'],
-                  fine_steps=min(base.fine_steps, steps // 3),
+    igs = replace(base.with_steps(steps), mps=p['mps'], pnp=p['pnp'],
                   mps_radius=p['mps_radius'] or base.mps_radius,
                   working_size=p['igs_working_size'] or base.working_size)
     if lr != base.lr:
