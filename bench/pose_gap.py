@@ -12,8 +12,10 @@ METHODS runs the whole Inspector pipeline (retrieval, IGS, render, scoring) with
 configuration. Printed per row: pixel AUROC, image AUROC and pixel AP (PAD protocol,
 ``core.metrics``), the pose gap = metric(true pose) - metric(method), the pose error
 (median and 90th percentile of rotation in degrees and of translation as a fraction of the
-camera distance, images over 2 degrees) and median seconds per image by stage; then the
-pose error and the pose gap per defect type (that type's images with the good ones).
+camera distance, images over 2 degrees), the verdict at the scene's calibrated threshold
+(defective and normal images flagged; ``verdict`` in the JSON, as ``offline/evaluate.py``
+writes it) and median seconds per image by stage; then the pose error and the pose gap per
+defect type (that type's images with the good ones).
 """
 import argparse
 import json
@@ -138,7 +140,8 @@ def pose_gap(data, scene, methods, extractor=DEFAULT_EXTRACTOR, extractor_weight
     rows, outcomes = {}, {}
     outcomes[TRUE] = true_pose_outcomes(category, inspector, _bar(TRUE))
     rows[TRUE] = _row(category, outcomes[TRUE], {'extractor': extractor, 'matcher': None,
-                                                 'mps': None, 'steps': 0, 'device': dev})
+                                                 'mps': None, 'steps': 0, 'device': dev},
+                      inspector.threshold)
     for name in methods:
         igs = METHODS[name](base)
         inspector.config = replace(config, igs=igs)
@@ -146,7 +149,7 @@ def pose_gap(data, scene, methods, extractor=DEFAULT_EXTRACTOR, extractor_weight
                                            baseline_2d=False)[0]
         rows[name] = _row(category, outcomes[name], {
             'extractor': extractor, 'matcher': config.matcher, 'mps': igs.mps,
-            'steps': igs.steps, 'device': dev})
+            'steps': igs.steps, 'device': dev}, inspector.threshold)
         rows[name]['igs'] = {k: getattr(igs, k) for k in igs.__dataclass_fields__}
         rows[name]['gap'] = _gap(rows[TRUE], rows[name])
     images = []
@@ -198,13 +201,17 @@ def pose_summary(rot_deg, trans_rel):
             'success_rate_2deg': float(np.mean(rot < POSE_SUCCESS_DEG))}
 
 
-def _row(category, outcomes, config):
-    """One table row: the OUT.json metrics and timing of ``outcomes``, pose, by type."""
-    report = category_report(category.name, outcomes, config)
+def _row(category, outcomes, config, threshold):
+    """One table row: the OUT.json metrics, timing and verdict of ``outcomes``, pose, by type.
+
+    ``threshold`` is the scene's calibrated one that flagged the outcomes (``verdict``).
+    """
+    report = category_report(category.name, outcomes, config, threshold=threshold)
     errors = [_pose_error(o) for o in outcomes]
     row = {k: report[k] for k in METRIC_KEYS}
     row['pose'] = pose_summary(*zip(*errors))
     row['timing'] = report['timing']
+    row['verdict'] = report['verdict']
     good = [o for o in outcomes if o.defect_type == 'good']
     row['by_type'] = {}
     for kind in sorted({o.defect_type for o in outcomes}):
@@ -244,7 +251,7 @@ def markdown(result):
              f'{result["extractor"]}, {result["device"]}', '',
              '| pose | pixel AUROC | image AUROC | pixel AP | gap pixel AUROC | gap image AUROC '
              '| gap pixel AP | rot median / p90 (deg) | trans median / p90 (%) | > 2 deg '
-             f'| s/img {" / ".join(stages)} |', '|---' * 11 + '|']
+             f'| flagged defects / normal | s/img {" / ".join(stages)} |', '|---' * 12 + '|']
     for name, r in rows.items():
         gap = r.get('gap', {})
         p = r['pose']
@@ -253,7 +260,7 @@ def markdown(result):
             f'{_num(r["pixel_ap"])} | ' + ' | '.join(_num(gap.get(k)) for k in GAP_KEYS)
             + f' | {p["rot_deg_median"]:.2f} / {p["rot_deg_p90"]:.2f} | '
             f'{100 * p["trans_rel_median"]:.2f} / {100 * p["trans_rel_p90"]:.2f} | '
-            f'{p["n_over_2deg"]}/{result["n_images"]} | '
+            f'{p["n_over_2deg"]}/{result["n_images"]} | {_flagged(r["verdict"])} | '
             + ' / '.join(_num(r['timing'].get(s), 2) for s in stages) + ' |')
     lines += ['', '| pose | defect | n | rot median / p90 (deg) | trans median (%) | > 2 deg '
               '| gap pixel AUROC | gap image AUROC | gap pixel AP |', '|---' * 9 + '|']
@@ -266,6 +273,15 @@ def markdown(result):
                          f'{p["n_over_2deg"]} | '
                          + ' | '.join(_num(gap.get(k)) for k in GAP_KEYS) + ' |')
     return '\n'.join(lines)
+
+
+def _flagged(verdict):
+    """'defects flagged/defects, normal flagged/normal' from a verdict summary."""
+    counts = verdict['counts']
+    defects = [c for t, c in counts.items() if t != 'good']
+    good = counts.get('good', [0, 0])
+    return (f'{sum(f for f, _ in defects)}/{sum(n for _, n in defects)}, '
+            f'{good[0]}/{good[1]}')
 
 
 def _num(value, digits=3):

@@ -10,10 +10,11 @@ from igspad_ros.core.evaluation import spread_subset
 from igspad_ros.core.features import DEFAULT_EXTRACTOR
 from igspad_ros.core.inspector import Inspector, InspectorConfig, cpu_igs_config, \
     prepare_scene_artifacts
-from igspad_ros.core.scene import sidecar_path
+from igspad_ros.core.scene import read_scene_meta, sidecar_path
 
 STEPS = 5
-ROW_KEYS = {'pixel_auroc', 'image_auroc', 'pixel_ap', 'aupro', 'pose', 'timing', 'by_type'}
+ROW_KEYS = {'pixel_auroc', 'image_auroc', 'pixel_ap', 'aupro', 'pose', 'timing', 'by_type',
+            'verdict'}
 POSE_KEYS = {'rot_deg_median', 'rot_deg_p90', 'trans_rel_median', 'trans_rel_p90',
              'n_over_2deg', 'success_rate_2deg'}
 GAP_KEYS = ('pixel_auroc', 'image_auroc', 'pixel_ap')
@@ -74,6 +75,14 @@ def test_pose_gap_end_to_end(bench, synthetic_category_dir, scene, tmp_path, cap
         assert row['pose']['rot_deg_median'] == pytest.approx(np.median(rot), abs=1e-12)
         assert row['pose']['n_over_2deg'] == sum(r >= 2.0 for r in rot)
         assert f'| {name} | {row["pixel_auroc"]:.3f} | {row["image_auroc"]:.3f} |' in printed
+    threshold = read_scene_meta(scene)['thresholds'][DEFAULT_EXTRACTOR]
+    for name in ('true_pose', 'igs_mps', 'igs'):
+        # the verdict at the scene's calibrated threshold, counted from the images' scores
+        verdict = (true if name == 'true_pose' else result['methods'][name])['verdict']
+        assert verdict['threshold'] == threshold
+        assert verdict['counts'] == {
+            im['defect_type']: [int(im[name]['image_score'] > threshold), 1]
+            for im in result['images']}
     assert [im['path'] for im in result['images']] == [
         'test/Burrs/0.png', 'test/Missing/1.png', 'test/Stains/2.png', 'test/good/3.png']
     assert all(im['true_pose']['trans_rel'] == 0.0 for im in result['images'])
