@@ -253,17 +253,21 @@ def _pnp_start(scene, viewmat, level, matcher, test_features, background):
     The PnP pose is kept only when the plain L1 difference of its render with the image is
     lower than the start's, so a PnP on a handful of wrong matches cannot make it worse.
     """
+    def fit(pose):
+        with torch.no_grad():
+            out = render(scene, torch.tensor(pose, dtype=torch.float32, device=scene.device),
+                         level.K, level.w, level.h, background=background,
+                         supersample=level.supersample)
+        rgb = out.rgb.clamp(0.0, 1.0)
+        return float((rgb - level.target).abs().mean()), rgb.cpu().numpy()
+
+    start_fit, rendered = fit(viewmat)
     found = pnp_correct(scene, level._small, viewmat, level.K, matcher,
-                        level.features(matcher, test_features), background, level.supersample)
+                        level.features(matcher, test_features), background, level.supersample,
+                        rendered=rendered)
     if found.viewmat is None:
         return viewmat
-    with torch.no_grad():
-        out = render(scene, torch.tensor(np.stack([viewmat, found.viewmat]), dtype=torch.float32,
-                                         device=scene.device),
-                     level.K, level.w, level.h, background=background,
-                     supersample=level.supersample)
-        fit = (out.rgb - level.target).abs().mean((1, 2, 3)).cpu().numpy()
-    return found.viewmat if fit[1] < fit[0] else viewmat
+    return found.viewmat if fit(found.viewmat)[0] < start_fit else viewmat
 
 
 class _PivotedPose:

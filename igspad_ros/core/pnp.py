@@ -79,20 +79,22 @@ def lift(points, depth, viewmat, K):
 
 
 def pnp_correct(scene, image, viewmat, K, matcher, image_features=None,
-                background=(1.0, 1.0, 1.0), supersample=1, threshold_px=None):
+                background=(1.0, 1.0, 1.0), supersample=1, threshold_px=None, rendered=None):
     """Correct ``viewmat`` by PnP on the matches of its render with ``image`` (H, W, 3).
 
     ``K`` is the image's; ``image_features`` its keypoints if already extracted (at the
-    image's size). RANSAC's reprojection threshold is ``threshold_px`` (default 1.5 % of
-    the long side). Returns a PnPResult; ``viewmat`` None when fewer than MIN_INLIERS
-    matches with a depth agree on one pose.
+    image's size); ``rendered`` the (H, W, 3) render at ``viewmat`` if already made.
+    RANSAC's reprojection threshold is ``threshold_px`` (default 1.5 % of the long side).
+    Returns a PnPResult; ``viewmat`` None when fewer than MIN_INLIERS matches with a depth
+    agree on one pose.
     """
     h, w = image.shape[:2]
     threshold_px = threshold_px or 0.015 * max(w, h)
-    with torch.no_grad():
-        out = render(scene, torch.as_tensor(np.asarray(viewmat), dtype=torch.float32), K, w, h,
-                     background=background, supersample=supersample)
-    rendered = out.rgb.clamp(0.0, 1.0).cpu().numpy()
+    if rendered is None:
+        with torch.no_grad():
+            out = render(scene, torch.as_tensor(np.asarray(viewmat), dtype=torch.float32), K,
+                         w, h, background=background, supersample=supersample)
+        rendered = out.rgb.clamp(0.0, 1.0).cpu().numpy()
     feats = image_features if image_features is not None else matcher.extract(image)
     render_pts, image_pts, _ = matcher.match_scored(matcher.extract(rendered), feats)
     if len(render_pts) < MIN_INLIERS:

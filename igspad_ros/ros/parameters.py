@@ -130,9 +130,9 @@ def image_qos(reliability, depth, queue_size):
 def inspector_config(p):
     """InspectorConfig from the node's parameters, on the Inspector's defaults.
 
-    As offline/evaluate.py: the lr decay keeps its share of the steps
-    (``IGSConfig.with_steps``: a third after the PnP start, two thirds in the paper); a
-    changed lr scales the final lr with it. Zeros keep the defaults.
+    As offline/evaluate.py: the lr decay keeps the default's share of the steps (two thirds,
+    as the paper's 200 of 300; ``IGSConfig.with_steps``), also with ``pnp``; a changed lr
+    scales the final lr with it. Zeros keep the defaults.
     """
     base = _DEFAULT.igs
     steps, lr = p['igs_steps'], p['igs_lr']
