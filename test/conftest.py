@@ -62,7 +62,7 @@ def trained_scene_path(synthetic_category, tmp_path_factory):
 
 
 def train_small_scene(cat):
-    """Train the small test scene of a loaded 64 px category: (GaussianScene, TrainReport).
+    """Train the small scene of a loaded 64 or 96 px category: (GaussianScene, TrainReport).
 
     1000 steps from 2000 carved initial points, densified until step 500, on one torch
     thread (restored afterwards).
