@@ -153,3 +153,33 @@ def test_interpolate_rigid_is_exact_for_constant_rates():
     for alpha in (0.0, 0.25, 0.6, 1.0):
         np.testing.assert_allclose(cameras.interpolate_rigid(pose(0.0), pose(1.0), alpha),
                                    pose(alpha), atol=1e-12)
+
+
+def test_pivoted_rotation_orbits_the_object_and_translation_slides_it():
+    centre = np.array([0.1, -0.2, 0.3])
+    eye = np.array([2.5, 1.0, 1.5])
+    v = cameras.look_at(eye, target=centre)
+    K = cameras.intrinsics_from_fov(0.7, 128, 96)
+    vms = torch.tensor(v[None])
+    frames = cameras.pivot_frames(vms, torch.tensor(centre))
+    dist = np.linalg.norm(eye - centre)
+    assert float(frames[0, 2, 3]) == pytest.approx(-dist)     # look_at: centre on the axis
+    turn = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.02, 0.0]], dtype=torch.float64)
+    orbit = cameras.apply_pivoted_increment(turn, vms, frames)[0].numpy()
+    # a rotation twist about the pivot: the camera turns by 0.02 rad about the centre,
+    # which stays on the optical axis at the same distance
+    pix, depth = cameras.project_points(centre[None], orbit, K)
+    np.testing.assert_allclose(pix[0], K[:2, 2], atol=1e-9)
+    assert depth[0] == pytest.approx(dist, abs=1e-9)
+    assert cameras.rotation_error_deg(orbit, v) == pytest.approx(math.degrees(0.02), abs=1e-9)
+    assert np.linalg.norm(cameras.camera_center(orbit) - eye) == pytest.approx(
+        2 * dist * math.sin(0.01), abs=1e-9)
+    # about the camera centre (identity frames) the same twist keeps the camera in place
+    plain = cameras.apply_pivoted_increment(turn, vms, torch.eye(4, dtype=torch.float64)[None])
+    np.testing.assert_allclose(cameras.camera_center(plain[0].numpy()), eye, atol=1e-12)
+    # a translation twist slides the object in the image without turning the camera
+    slide = torch.tensor([[0.05, 0.0, 0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    moved = cameras.apply_pivoted_increment(slide, vms, frames)[0].numpy()
+    pix, _ = cameras.project_points(centre[None], moved, K)
+    assert pix[0, 0] - K[0, 2] == pytest.approx(K[0, 0] * 0.05 / dist, abs=1e-9)
+    assert cameras.rotation_error_deg(moved, v) == pytest.approx(0.0, abs=1e-9)

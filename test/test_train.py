@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from igspad_ros.core import cameras
 from igspad_ros.core.cameras import project_points
 from igspad_ros.core.render import render
 from igspad_ros.core.scene import GaussianScene, read_scene_meta
@@ -88,6 +89,8 @@ def test_train_config_is_range_checked():
         TrainConfig(iters=0)
     with pytest.raises(ValueError, match='holdout_every'):
         TrainConfig(holdout_every=1)
+    with pytest.raises(ValueError, match='pose_pivot'):
+        TrainConfig(pose_pivot='centre')
     assert TrainConfig.for_device('cuda').size == 800
     assert TrainConfig.for_device('cpu').size == 128
 
@@ -119,3 +122,37 @@ def test_offline_tool_user_errors_exit_2(synthetic_category_dir, tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'error' in err[0]
     assert not (synthetic_category_dir / 'scene.ply').exists()
+
+
+def test_pose_refinement_brings_noisy_training_poses_closer(synthetic_category, one_thread):
+    cat = synthetic_category
+    views = cat.train[::3]
+    rng = np.random.default_rng(0)
+    truth = [v.viewmat for v in views]
+    noisy = [cameras.perturb_viewmat(v, 1.0, 0.01, rng) for v in truth]
+    config = TrainConfig.for_device('cpu', iters=700, size=None, n_init=2000, holdout_every=0,
+                                    refine_start_iter=100, refine_stop_iter=500,
+                                    grow_grad2d=4e-4, pose_opt=True)
+    scene, report = train_scene([v.image for v in views], noisy, cat.K, config)
+    before = _drift_free_rotation_error(noisy, truth)
+    after = _drift_free_rotation_error(report.viewmats, truth)
+    # measured: 1.00 -> 0.69 degrees (at 64 px; 0.56 about the camera centre, the 160 px
+    # capture in README gains from the object pivot); each view moved by a median 0.8 deg
+    assert before == pytest.approx(1.0, abs=0.01)
+    assert after < 0.75
+    assert report.pose_correction['rot_deg_median'] > 0.5
+
+
+def _drift_free_rotation_error(viewmats, truth):
+    """Median rotation error (deg) after removing the mean world transform between the sets.
+
+    A scene refined with its cameras may settle in a slightly turned and moved frame; that
+    common drift says nothing of how well the views agree with each other.
+    """
+    drift = [np.linalg.inv(t) @ v for v, t in zip(viewmats, truth)]
+    u, _, vt = np.linalg.svd(sum(d[:3, :3] for d in drift))
+    mean = np.eye(4)
+    mean[:3, :3] = u @ vt
+    mean[:3, 3] = np.mean([d[:3, 3] for d in drift], axis=0)
+    return float(np.median([cameras.rotation_error_deg(v, t @ mean)
+                            for v, t in zip(viewmats, truth)]))

@@ -293,6 +293,27 @@ def apply_pose_increment(xi, viewmat):
     return se3_exp(xi) @ viewmat
 
 
+def pivot_frames(viewmats, centre):
+    """Return transforms P (torch (V, 4, 4)) moving each camera frame's origin to a pivot.
+
+    The pivot lies on the camera's optical axis at the depth of the world point ``centre``
+    (torch (3,)), so that P^-1 exp(xi) P V (``apply_pivoted_increment``) with a rotation
+    twist orbits the camera about that depth: the object stays in place in the image while
+    the view direction turns, and a translation twist slides it. One coordinate per motion
+    the image shows suits Adam's per-coordinate step (IGS and the training-pose refinement).
+    """
+    centre = centre.to(viewmats.dtype)
+    frames = torch.eye(4, dtype=viewmats.dtype, device=viewmats.device).repeat(
+        len(viewmats), 1, 1)
+    frames[:, 2, 3] = -(viewmats[:, :3, :3] @ centre + viewmats[:, :3, 3])[:, 2]
+    return frames
+
+
+def apply_pivoted_increment(xi, viewmats, frames):
+    """P^-1 exp(xi) P V: the twist ``xi`` applied in the pivoted frames of ``pivot_frames``."""
+    return se3_inverse(frames) @ apply_pose_increment(xi, frames @ viewmats)
+
+
 def perturb_viewmat(viewmat, rot_deg, trans_frac, rng):
     """Rotate a camera by ``rot_deg`` and move it by ``trans_frac`` of its distance.
 

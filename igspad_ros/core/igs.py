@@ -281,13 +281,11 @@ class _PivotedPose:
 
     def __init__(self, v0, scene, pivot):
         self.v0 = v0
-        shift = torch.eye(4, dtype=v0.dtype, device=v0.device).repeat(len(v0), 1, 1)
         if pivot == 'object':
-            centre = scene.means.detach().median(0).values.to(v0.dtype)
-            depth = (v0[:, :3, :3] @ centre + v0[:, :3, 3])[:, 2]
-            shift[:, 2, 3] = -depth
-        self.shift = shift
-        self.base = shift @ v0
+            self.shift = cameras.pivot_frames(v0, scene.means.detach().median(0).values)
+        else:
+            self.shift = torch.eye(4, dtype=v0.dtype, device=v0.device).repeat(len(v0), 1, 1)
+        self.base = self.shift @ v0
 
     def __call__(self, xi):
         return cameras.se3_inverse(self.shift) @ cameras.apply_pose_increment(xi, self.base)

@@ -75,6 +75,9 @@ class TrainConfig:
     pose_opt: bool = False          # refine one SE(3) correction per training view
     pose_lr: float = 1e-3           # Adam on the twist (rotation rad, translation / scale)
     pose_opt_start: int = 100       # step the corrections start moving
+    # rotate each view's correction about the point the cameras look at ('object': an orbit
+    # is one coordinate, as in IGS) or about the camera centre ('camera', gsplat's trainer)
+    pose_pivot: str = 'object'
     appearance: bool = False        # one colour transform (gain, offset) per training view
     appearance_lr: float = 5e-3
     seed: int = 0
@@ -89,6 +92,7 @@ class TrainConfig:
                   'refine_every': self.refine_every >= 1,
                   'sh_degree_interval': self.sh_degree_interval >= 1,
                   'pose_lr': self.pose_lr > 0, 'pose_opt_start': self.pose_opt_start >= 0,
+                  'pose_pivot': self.pose_pivot in ('object', 'camera'),
                   'appearance_lr': self.appearance_lr > 0,
                   'background': len(self.background) == 3
                   and all(0.0 <= float(c) <= 1.0 for c in self.background)}
@@ -190,7 +194,7 @@ def train_scene(images, viewmats, K, config=None, device='cpu', progress=None, m
     state = strategy.initialize_state(scene_scale=scene_scale)
     decay = 0.01 ** (1.0 / max(config.iters, 1))
     window = _ssim_window(device)
-    views = _ViewCorrections(len(images), config, scene_scale, device)
+    views = _ViewCorrections(viewmats, config, scene_scale, device)
 
     for step in range(config.iters):
         idx = rng.choice(train, size=min(config.batch_size, len(train)), replace=False)
@@ -240,13 +244,19 @@ def train_scene(images, viewmats, K, config=None, device='cpu', progress=None, m
 class _ViewCorrections:
     """Per-view pose twists and colour transforms optimised with the scene (when enabled)."""
 
-    def __init__(self, n_views, config, scene_scale, device):
+    def __init__(self, viewmats, config, scene_scale, device):
+        n_views = len(viewmats)
         self.config = config
         self.scale = torch.tensor([scene_scale] * 3 + [1.0] * 3, device=device)
         self.twists = self.colours = None
         self.optimizers = []
         if config.pose_opt:
             self.twists = torch.nn.Parameter(torch.zeros(n_views, 6, device=device))
+            self.frames = torch.eye(4, device=device).repeat(n_views, 1, 1)
+            if config.pose_pivot == 'object':
+                self.frames = cameras.pivot_frames(
+                    torch.tensor(np.stack(viewmats), dtype=torch.float32, device=device),
+                    torch.tensor(look_at_centre(viewmats), device=device))
             self.optimizers.append(torch.optim.Adam([self.twists], lr=config.pose_lr))
         if config.appearance:     # (gain - 1, offset) per channel
             self.colours = torch.nn.Parameter(torch.zeros(n_views, 2, 3, device=device))
@@ -256,7 +266,12 @@ class _ViewCorrections:
         """Viewmats of the picked views, corrected once the corrections may move."""
         if self.twists is None or step < self.config.pose_opt_start:
             return vms[pick]
-        return cameras.apply_pose_increment(self.twists[pick] * self.scale, vms[pick])
+        return self._corrected(vms[pick], pick)
+
+    def _corrected(self, vms, pick):
+        """Return the views ``pick`` (all: a full slice) with their corrections applied."""
+        return cameras.apply_pivoted_increment(self.twists[pick] * self.scale, vms,
+                                               self.frames[pick])
 
     def colour(self, rgb, pick):
         """Return the rendered (B, H, W, 3) images in each picked view's own colours."""
@@ -282,7 +297,7 @@ class _ViewCorrections:
         if self.twists is None:
             return [v.double().cpu().numpy() for v in vms]
         with torch.no_grad():
-            out = cameras.apply_pose_increment(self.twists * self.scale, vms)
+            out = self._corrected(vms, slice(None))
         return [v.double().cpu().numpy() for v in out]
 
 
