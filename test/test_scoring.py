@@ -67,9 +67,13 @@ def test_image_score_is_max_of_average_pool():
 
 
 def test_calibrate_threshold_median_plus_k_robust_std():
-    # median 2, MAD 1 -> sigma 1.4826
-    assert calibrate_threshold([1.0, 2.0, 3.0]) == pytest.approx(2.0 + 3 * 1.4826)
-    assert calibrate_threshold([1.0, 2.0, 3.0], k=1.0) == pytest.approx(3.4826)
+    # median 2.5, MAD 1 -> sigma 1.4826
+    assert calibrate_threshold([1.0, 2.0, 3.0, 8.0]) == pytest.approx(2.5 + 3 * 1.4826)
+    assert calibrate_threshold([1.0, 2.0, 3.0, 8.0], k=1.0) == pytest.approx(3.9826)
+    # k = 3 would be 6.45, above every normal score: the highest of them is the threshold
+    assert calibrate_threshold([1.0, 2.0, 3.0]) == pytest.approx(3.0)
+    # but not below median + k * the floored sigma (1.3 x the median at k = 3)
+    assert calibrate_threshold([1.0, 2.0, 2.1]) == pytest.approx(2.6)
     # one failed pose among eight views barely moves it (mean + 3 std gave 0.411 here)
     scores = [0.352, 0.030, 0.074, 0.059, 0.043, 0.038, 0.047, 0.063]
     assert calibrate_threshold(scores) == pytest.approx(0.053 + 3 * 1.4826 * 0.0125)

@@ -18,7 +18,8 @@ training; ``Inspector`` builds whatever is missing at load and saves it.
 Threshold calibration uses training views held out of scene training (every
 ``holdout_every``-th view, as ``core.train`` does): each runs through the whole pipeline
 with its own view excluded from retrieval, so its score carries a realistic pose error, and
-the threshold is their median + k robust std (``scoring.calibrate_threshold``).
+the threshold is their median + k robust std, or their highest score when lower
+(``scoring.calibrate_threshold``).
 """
 import copy
 import logging
