@@ -122,10 +122,11 @@ def calibrate_threshold(normal_scores, k=DEFAULT_K_STD):
     nearly equal scores would otherwise give a threshold at the median itself). With k = 3
     about 0.1 % of normal images exceed it if their scores were Gaussian; scores far above
     the rest (a failed pose) barely move it. Scores of normal views are skewed, though, and
-    the Gaussian rule can land far above every normal score seen (on a held-out animal 0.032
-    where the highest of 16 was 0.020, over half its faint defects): the threshold is then
-    the highest normal score, but no lower than median + k * the floored sigma. So a normal
-    view alarms with about the chance that it scores above every calibration view.
+    the Gaussian rule can land far above every normal score seen (on a held-out animal at
+    0.032, above half its faint defects, where the highest of 16 normal views scored 0.020):
+    the threshold is then the highest normal score, but no lower than median + k * the
+    floored sigma. So a normal view alarms with about the chance that it scores above every
+    calibration view (if the calibration views are like the inspected ones).
     """
     scores = np.asarray(normal_scores, dtype=np.float64).ravel()
     if scores.size < 2 or not np.all(np.isfinite(scores)):
