@@ -175,7 +175,7 @@ def test_pivoted_rotation_orbits_the_object_and_translation_slides_it():
     assert np.linalg.norm(cameras.camera_center(orbit) - eye) == pytest.approx(
         2 * dist * math.sin(0.01), abs=1e-9)
     # about the camera centre (identity frames) the same twist keeps the camera in place
-    plain = cameras.apply_pivoted_increment(turn, vms, torch.eye(4, dtype=torch.float64)[None])
+    plain = cameras.apply_pivoted_increment(turn, vms, cameras.pivot_frames(vms, None))
     np.testing.assert_allclose(cameras.camera_center(plain[0].numpy()), eye, atol=1e-12)
     # a translation twist slides the object in the image without turning the camera
     slide = torch.tensor([[0.05, 0.0, 0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)

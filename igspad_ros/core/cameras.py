@@ -301,11 +301,13 @@ def pivot_frames(viewmats, centre):
     twist orbits the camera about that depth: the object stays in place in the image while
     the view direction turns, and a translation twist slides it. One coordinate per motion
     the image shows suits Adam's per-coordinate step (IGS and the training-pose refinement).
+    ``centre`` None puts the pivot at the camera centre (P = I): the plain left increment.
     """
-    centre = centre.to(viewmats.dtype)
     frames = torch.eye(4, dtype=viewmats.dtype, device=viewmats.device).repeat(
         len(viewmats), 1, 1)
-    frames[:, 2, 3] = -(viewmats[:, :3, :3] @ centre + viewmats[:, :3, 3])[:, 2]
+    if centre is not None:
+        centre = centre.to(viewmats.dtype)
+        frames[:, 2, 3] = -(viewmats[:, :3, :3] @ centre + viewmats[:, :3, 3])[:, 2]
     return frames
 
 

@@ -281,10 +281,8 @@ class _PivotedPose:
 
     def __init__(self, v0, scene, pivot):
         self.v0 = v0
-        if pivot == 'object':
-            self.shift = cameras.pivot_frames(v0, scene.means.detach().median(0).values)
-        else:
-            self.shift = torch.eye(4, dtype=v0.dtype, device=v0.device).repeat(len(v0), 1, 1)
+        centre = scene.means.detach().median(0).values if pivot == 'object' else None
+        self.shift = cameras.pivot_frames(v0, centre)
         self.base = self.shift @ v0
 
     def __call__(self, xi):

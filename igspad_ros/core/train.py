@@ -252,11 +252,10 @@ class _ViewCorrections:
         self.optimizers = []
         if config.pose_opt:
             self.twists = torch.nn.Parameter(torch.zeros(n_views, 6, device=device))
-            self.frames = torch.eye(4, device=device).repeat(n_views, 1, 1)
-            if config.pose_pivot == 'object':
-                self.frames = cameras.pivot_frames(
-                    torch.tensor(np.stack(viewmats), dtype=torch.float32, device=device),
-                    torch.tensor(look_at_centre(viewmats), device=device))
+            centre = (torch.tensor(look_at_centre(viewmats), device=device)
+                      if config.pose_pivot == 'object' else None)
+            self.frames = cameras.pivot_frames(
+                torch.tensor(np.stack(viewmats), dtype=torch.float32, device=device), centre)
             self.optimizers.append(torch.optim.Adam([self.twists], lr=config.pose_lr))
         if config.appearance:     # (gain - 1, offset) per channel
             self.colours = torch.nn.Parameter(torch.zeros(n_views, 2, 3, device=device))
