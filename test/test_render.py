@@ -211,3 +211,33 @@ def test_bad_arguments_are_rejected(kwargs, match):
     args.update(kwargs)
     with pytest.raises(RenderInputError, match=match):
         render(scene, **args)
+
+
+@pytest.mark.parametrize('depth', [0.0, 1e-12, -0.5])
+def test_gaussian_in_the_camera_plane_leaves_gradients_finite(depth):
+    # A room capture puts Gaussians beside the cameras: one in a camera's own image plane
+    # projects to infinity. It is culled (behind the near plane), and its infinite 2D
+    # covariance once turned the whole backward pass into NaN (training step 739 of a
+    # textured-room capture), which Adam then wrote into every Gaussian.
+    scene = random_scene(60, seed=3, dtype=torch.float32)
+    V, K = _camera(32, dtype=torch.float32)
+    R, t = V[:3, :3], V[:3, 3]
+    beside = R.T @ (torch.tensor([0.7, 0.2, depth]) - t)     # camera frame -> world
+    scene.means = torch.cat([scene.means, beside[None]])
+    scene.quats = torch.cat([scene.quats, torch.tensor([[1.0, 0.0, 0.0, 0.0]])])
+    scene.log_scales = torch.cat([scene.log_scales, torch.full((1, 3), math.log(0.05))])
+    scene.opacity_logits = torch.cat([scene.opacity_logits, torch.tensor([2.0])])
+    scene.sh = torch.cat([scene.sh, torch.zeros(1, *scene.sh.shape[1:])])
+    reference = render(random_scene(60, seed=3, dtype=torch.float32), V, K, 32, 32)
+    for name in ('means', 'quats', 'log_scales', 'opacity_logits', 'sh'):
+        getattr(scene, name).requires_grad_(True)
+    vm = V.clone().requires_grad_(True)
+    out = render(scene, vm, K, 32, 32)
+    (out.rgb * _loss_weights(out.rgb.shape, out.rgb.dtype)).mean().backward()
+    assert torch.allclose(out.rgb, reference.rgb, atol=1e-6)     # culled: no effect on the image
+    assert int(out.info['radii'][0, -1].max()) == 0
+    assert torch.isfinite(vm.grad).all() and vm.grad.abs().sum() > 0
+    for name in ('means', 'quats', 'log_scales', 'opacity_logits', 'sh'):
+        grad = getattr(scene, name).grad
+        assert torch.isfinite(grad).all(), name
+        assert float(grad[-1].abs().sum()) == 0.0, name     # nothing flows to the culled one

@@ -28,15 +28,32 @@ class Projection:
 
 
 def project(scene, viewmats, Ks, width, height):
-    """Project ``scene`` into C cameras: viewmats (C, 4, 4), Ks (C, 3, 3)."""
+    """Project ``scene`` into C cameras: viewmats (C, 4, 4), Ks (C, 3, 3).
+
+    A Gaussian before a camera's near plane is culled (gsplat's rule) and kept out of the
+    autograd graph for that camera: in the camera's own image plane its 2D covariance is
+    infinite, and the 0 * inf of its (unused) backward turned every gradient into NaN.
+    It is projected from a stand-in point on the camera's axis instead, radii 0.
+    """
     scales = torch.exp(scene.log_scales)
     covars, _ = _quat_scale_to_covar_preci(scene.quats, scales, compute_preci=False)
-    radii, means2d, depths, conics, _ = _fully_fused_projection(
-        scene.means, covars, viewmats, Ks, width, height, eps2d=EPS2D, near_plane=NEAR_PLANE)
     R, t = viewmats[:, :3, :3], viewmats[:, :3, 3]
+    n_cams, n = viewmats.shape[0], scene.means.shape[0]
+    depth = (scene.means[None] @ R[:, 2, :, None])[..., 0] + t[:, None, 2]      # (C, N)
+    culled = (depth < NEAR_PLANE).detach()
     campos = -(R.transpose(1, 2) @ t[:, :, None])[:, :, 0]          # (C, 3)
-    dirs = scene.means[None, :, :] - campos[:, None, :]              # (C, N, 3)
-    coeffs = scene.sh[None].expand(viewmats.shape[0], -1, -1, -1)   # (C, N, K, 3)
+    means = scene.means[None].expand(n_cams, n, 3)
+    if bool(culled.any()):
+        stand_in = (campos + R[:, 2, :]).detach()                    # 1 unit ahead
+        means = torch.where(culled[..., None], stand_in[:, None, :], means)
+    radii, means2d, depths, conics, _ = _fully_fused_projection(
+        means, covars[None].expand(n_cams, n, 3, 3), viewmats[:, None], Ks[:, None], width,
+        height, eps2d=EPS2D, near_plane=NEAR_PLANE)
+    radii, means2d, depths, conics = radii[:, 0], means2d[:, 0], depths[:, 0], conics[:, 0]
+    radii = radii.masked_fill(culled[..., None], 0)
+    depths = torch.where(culled, depth.detach(), depths)
+    dirs = means - campos[:, None, :]                                # (C, N, 3)
+    coeffs = scene.sh[None].expand(n_cams, -1, -1, -1)               # (C, N, K, 3)
     colors = _spherical_harmonics(scene.sh_degree, dirs, coeffs)
     colors = torch.clamp_min(colors + 0.5, 0.0)
     return Projection(means2d=means2d, conics=conics, depths=depths, radii=radii,
