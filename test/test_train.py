@@ -124,6 +124,27 @@ def test_offline_tool_user_errors_exit_2(synthetic_category_dir, tmp_path, capsy
     assert not (synthetic_category_dir / 'scene.ply').exists()
 
 
+def test_diverged_training_exits_2_and_writes_nothing(synthetic_category_dir, tmp_path,
+                                                      capsys, monkeypatch, one_thread,
+                                                      load_script):
+    # a NaN loss gives NaN gradients, and Adam writes them into the Gaussians: the tool
+    # must say so rather than save a scene that fails later in an unrelated place
+    import igspad_ros.core.train as train_module
+    loss = train_module.photometric_loss
+    monkeypatch.setattr(train_module, 'photometric_loss',
+                        lambda *args: loss(*args) * float('nan'))
+    out = tmp_path / 'scene.ply'
+    code = load_script('offline/train_scene.py').main(
+        ['--data', str(synthetic_category_dir), '--out', str(out), '--device', 'cpu',
+         '--iters', '15', '--size', '32', '--threads', '1'])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith(
+        'error: train_scene: the optimisation diverged after 15 steps (non-finite means, '
+        'opacities, quats, scales, sh0); nothing was written')
+    assert not out.exists()
+
+
 def test_pose_refinement_brings_noisy_training_poses_closer(synthetic_category, one_thread):
     cat = synthetic_category
     views = cat.train[::3]

@@ -37,6 +37,7 @@ from igspad_ros.core.scene import GaussianScene
 
 SSIM_LAMBDA = 0.2
 BACKGROUND = (1.0, 1.0, 1.0)
+DIVERGENCE_CHECK_EVERY = 100   # steps between checks that every parameter is finite
 
 
 @dataclass
@@ -217,6 +218,8 @@ def train_scene(images, viewmats, K, config=None, device='cpu', progress=None, m
             group['lr'] *= decay
         views.step(step, decay)
         strategy.step_post_backward(params, optimizers, state, step, out.info, packed=False)
+        if (step + 1) % DIVERGENCE_CHECK_EVERY == 0 or step + 1 == config.iters:
+            _check_finite(params, views, step + 1)
         if progress is not None:
             progress(1)
 
@@ -515,6 +518,16 @@ def _optimisation_state(scene, config, scene_scale, device):
                                            'lr': lrs[name] * config.lr_scale}], eps=1e-15)
                   for name in params}
     return params, optimizers
+
+
+def _check_finite(params, views, steps):
+    """Raise ValueError when the optimisation has written a non-finite value anywhere."""
+    tensors = dict(params.items(), twists=views.twists, colours=views.colours)
+    bad = [name for name, t in tensors.items()
+           if t is not None and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ValueError(f'train_scene: the optimisation diverged after {steps} steps '
+                         f'(non-finite {", ".join(bad)}); nothing was written')
 
 
 def _scene_of(params, degree):
