@@ -78,11 +78,20 @@ def test_missing_sidecars_are_built_and_saved(trained_scene_path, synthetic_cate
     config = _fast_config(calibration_views=2, shortlist=4)
     inspector = prepare_scene_artifacts(scene, type('Cat', (), {'train': views}), config)
     assert sidecar_path(scene, 'index').is_file() and len(inspector.index) == 24
-    stored = read_scene_meta(scene)['thresholds'][config.extractor]
+    assert inspector.threshold_key == 'pixel calibration_views=2'
+    stored = read_scene_meta(scene)['thresholds']['pixel calibration_views=2']
     assert stored == pytest.approx(inspector.threshold) and stored > 0.0
     # a second load reads both sidecars instead of rebuilding them
     again = Inspector(scene, config, device='cpu')
     assert again.threshold == pytest.approx(stored) and len(again.index) == 24
+    # other scoring settings give other scores: calibrated afresh, each under its own key
+    rougher = Inspector(scene, replace(config, sigma=0.0), device='cpu')
+    assert rougher.threshold_key == 'pixel sigma=0.0 calibration_views=2'
+    thresholds = read_scene_meta(scene)['thresholds']
+    assert set(thresholds) == {'pixel calibration_views=2', 'pixel sigma=0.0 calibration_views=2'}
+    assert thresholds['pixel calibration_views=2'] == stored
+    assert thresholds['pixel sigma=0.0 calibration_views=2'] == pytest.approx(rougher.threshold)
+    assert rougher.threshold != pytest.approx(stored)
 
 
 def test_missing_index_without_training_views_is_a_clear_error(trained_scene_path, tmp_path):

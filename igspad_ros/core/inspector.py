@@ -12,8 +12,9 @@ the object, and the render is colour-matched to the photo on that region
 
 Scene artifacts live beside ``scene.ply``: the retrieval index (``scene.index.npz`` for the
 default matcher, ``scene.index.<matcher>.npz`` for others) and ``thresholds`` in
-``scene.meta.json``, one per extractor. ``prepare_scene_artifacts`` builds both after
-training; ``Inspector`` builds whatever is missing at load and saves it.
+``scene.meta.json``, one per extractor and scoring settings (``Inspector.threshold_key``).
+``prepare_scene_artifacts`` builds both after training; ``Inspector`` builds whatever is
+missing at load and saves it.
 
 Threshold calibration uses training views held out of scene training (every
 ``holdout_every``-th view, as ``core.train`` does): each runs through the whole pipeline
@@ -45,6 +46,10 @@ from igspad_ros.core.scoring import DEFAULT_K_STD, anomaly_map, calibrate_thresh
 STAGES = ('retrieval', 'igs', 'render', 'features', 'scoring')
 DEFAULT_HOLDOUT_EVERY = 8
 MIN_REGION = 0.01       # calibration views whose region covers less of the image are skipped
+# InspectorConfig fields that change image scores (beyond the extractor's name): a threshold
+# is stored per combination of them (``Inspector.threshold_key``)
+SCORING_SETTINGS = ('extractor_weights', 'extractor_input_size', 'sigma', 'pool_size',
+                    'shift_radius', 'roi', 'photometric', 'calibration_views', 'calibration_k')
 _LOG = logging.getLogger(__name__)
 
 
@@ -376,19 +381,35 @@ class Inspector:
         if self.config.threshold is not None:
             return float(self.config.threshold)
         stored = self.meta.get('thresholds') or {}
-        if self.config.extractor in stored and not rebuild:
-            return float(stored[self.config.extractor])
+        key = self.threshold_key
+        if key in stored and not rebuild:
+            return float(stored[key])
         start = time.perf_counter()
         scores = self.normal_scores()
         value = calibrate_threshold(scores, k=self.config.calibration_k)
-        stored = dict(stored, **{self.config.extractor: value})
+        stored = dict(stored, **{key: value})
         write_scene_meta(self.scene_path, {'thresholds': stored,
                                            'pose_residual_reference': self.residual_reference})
         self.meta['thresholds'] = stored
         self.meta['pose_residual_reference'] = self.residual_reference
         _LOG.info('calibrated the %s threshold %.4f on %d held-out views in %.1f s',
-                  self.config.extractor, value, len(scores), time.perf_counter() - start)
+                  key, value, len(scores), time.perf_counter() - start)
         return value
+
+    @property
+    def threshold_key(self):
+        """This configuration's entry in the scene meta's ``thresholds``.
+
+        The extractor's name, followed by every setting of ``SCORING_SETTINGS`` that differs
+        from its default (``'pixel sigma=1.0'``): scores under other settings are other
+        numbers, so such a configuration is calibrated afresh instead of reusing a
+        threshold measured for the defaults.
+        """
+        default = InspectorConfig()
+        changed = [f'{name}={_setting_text(getattr(self.config, name))}'
+                   for name in SCORING_SETTINGS
+                   if getattr(self.config, name) != getattr(default, name)]
+        return ' '.join([self.config.extractor] + changed)
 
     def normal_scores(self):
         """Image scores of held-out normal views through the whole pipeline (own view excluded).
@@ -429,6 +450,13 @@ class Inspector:
         usable = [r for r, ok in zip(results, right)
                   if ok and (r.region is None or r.region.mean() >= MIN_REGION)]
         return [r.image_score for r in (usable if len(usable) >= 2 else results)]
+
+
+def _setting_text(value):
+    """Compact text of a setting's value for ``Inspector.threshold_key``."""
+    if isinstance(value, RegionOfInterest):
+        return ','.join(f'{v:g}' for v in value.as_list())
+    return str(value)
 
 
 def prepare_scene_artifacts(scene_path, category, config=None, device='cpu', holdout_every=None):
