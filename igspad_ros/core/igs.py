@@ -282,11 +282,10 @@ class _PivotedPose:
     def __init__(self, v0, scene, pivot):
         self.v0 = v0
         centre = scene.means.detach().median(0).values if pivot == 'object' else None
-        self.shift = cameras.pivot_frames(v0, centre)
-        self.base = self.shift @ v0
+        self.frames = cameras.pivot_frames(v0, centre)
 
     def __call__(self, xi):
-        return cameras.se3_inverse(self.shift) @ cameras.apply_pose_increment(xi, self.base)
+        return cameras.apply_pivoted_increment(xi, self.v0, self.frames)
 
 
 class _Level:
