@@ -110,6 +110,21 @@ def test_masks_lie_on_projected_defect_geometry(synthetic_category):
         assert t.mask.sum() < 0.5 * whole.sum()
 
 
+def test_stains_change_only_the_blotch_pixels():
+    # 0.3 * 255 = 76.5 in float32: blending in float64 once rounded it up to 77 on every
+    # pixel of such a colour, so whole faces far from the stain fell into its mask.
+    rgb = np.full((64, 80, 3), 0.3, np.float32)
+    cover = np.zeros((64, 80), np.float32)
+    cover[8:56, 10:70] = 1.0
+    painted = synthetic._paint_stains(rgb, cover, np.random.default_rng(3))
+    changed = np.any(painted != synthetic._to_u8(rgb), axis=2)
+    ys, xs = np.nonzero(changed)
+    # at most three ellipses of 7 % x 5 % of the frame, painted near one object pixel
+    assert 0 < changed.sum() < 0.12 * changed.size
+    assert np.ptp(xs) < 0.45 * 80 and np.ptp(ys) < 0.45 * 64
+    assert not changed[cover == 0].any()
+
+
 def test_rasteriser_matches_projected_silhouette():
     mesh = synthetic.object_mesh(synthetic.build_object(3))
     K = cameras.intrinsics_from_fov(synthetic.CAMERA_ANGLE_X, 96, 96)

@@ -378,7 +378,11 @@ def _paint_stains(rgb, cover, rng):
     # A stain colour far from the local object colour, so the blotch is visible.
     local = rgb[ys[k], xs[k]]
     color = np.where(local > 0.5, rng.uniform(0.0, 0.2, 3), rng.uniform(0.6, 0.9, 3))
-    return _to_u8(rgb * (1 - alpha[..., None]) + color * alpha[..., None])
+    painted = _to_u8(rgb * (1 - alpha[..., None]) + color * alpha[..., None])
+    # Only the blotch's pixels change: blending in float64 moves a float32 colour that lies
+    # on a half step (0.3 * 255 = 76.5) to the next 8-bit value, which put whole faces far
+    # from the stain into its mask (the pixels whose 8-bit colour changed).
+    return np.where(alpha[..., None] > 0, painted, _to_u8(rgb))
 
 
 def _random_test_viewmat(rng):
