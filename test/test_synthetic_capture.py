@@ -362,6 +362,38 @@ def test_room_leaves_no_white_and_is_textured(room_captures, capture):
     assert max(np.percentile(b, 10) for b in white) < 0.5
 
 
+def test_canvas_frame_is_what_the_photo_shows():
+    camera = sc.capture_camera(48)
+    frame = camera.frame
+    w, h = camera.pinhole_size
+    assert frame.shape == (h, w) and 0.5 < frame.mean() < 1.0
+    canvas = np.full((h, w, 3), 0.5, np.float32)
+    outside = canvas.copy()
+    outside[~frame] = 0.0
+    np.testing.assert_array_equal(camera.photo(outside), camera.photo(canvas))
+    # every frame pixel reaches the photo
+    ys, xs = np.nonzero(frame)
+    for i in np.linspace(0, len(ys) - 1, 25).astype(int):
+        inside = canvas.copy()
+        inside[ys[i], xs[i]] = 1.0
+        assert np.any(camera.photo(inside) != camera.photo(canvas)), (ys[i], xs[i])
+
+
+def test_room_defects_show_inside_the_frame():
+    """With only a central window shown, every defect changes enough pixels inside it."""
+    camera = sc.capture_camera(HARD_SIZE)
+    w, h = camera.pinhole_size
+    frame = np.zeros((h, w), bool)
+    frame[h // 4:3 * h // 4, w // 4:3 * w // 4] = True
+    bricks = synthetic.build_object(HARD_SEED)
+    room = sc.room_mesh(synthetic.object_mesh(bricks), HARD_SEED)
+    samples = list(sc.test_samples_in_room(room, bricks, camera.pinhole_K, w, h, 8,
+                                           HARD_SEED, frame=frame))
+    need = synthetic.min_defect_pixels(w, h)
+    shown = [int((s.mask & frame).sum()) for s in samples if s.defect_type != 'good']
+    assert len(shown) == 6 and min(shown) >= need, (shown, need)
+
+
 def test_room_masks_are_the_changed_pixels_on_the_object(room_captures):
     """Masks and test poses of the hard capture, rebuilt from the same seed and gains."""
     root = room_captures['hard']['transforms']
@@ -372,7 +404,8 @@ def test_room_masks_are_the_changed_pixels_on_the_object(room_captures):
     gains = json.loads((root / 'photometric.json').read_text())
     poses = json.loads((root / 'test_poses.json').read_text())
     samples = list(sc.test_samples_in_room(room, bricks, camera.pinhole_K,
-                                           *camera.pinhole_size, HARD_TEST, HARD_SEED))
+                                           *camera.pinhole_size, HARD_TEST, HARD_SEED,
+                                           frame=camera.frame))
     assert [str(Path(s.rel_path).with_suffix('.jpg')) for s in samples] == list(poses)
     kinds = [s.defect_type for s in samples]
     assert kinds == list(synthetic.DEFECT_TYPES) * 2

@@ -148,46 +148,70 @@ def room_mesh(object_mesh, seed=0):
     return Room(mesh, float(top), part, faces, centre, radius)
 
 
-def test_samples_in_room(room, bricks, K, width, height, n_test, seed=0, burr_scale=1.0):
+def test_samples_in_room(room, bricks, K, width, height, n_test, seed=0, burr_scale=1.0,
+                         frame=None):
     """Yield ``synthetic.make_test_samples``' test set seen from above the table, in the room.
 
     The table top hides the object from below, so views from under its plane are
-    skipped: each kind takes, in order, the first of its samples whose camera is above,
-    renumbered. They are rendered in the room: Missing and Burrs from their meshes,
-    Stains painted afresh (``synthetic._paint_stains``, seeded apart) over the object.
-    Masks, as there, are the pixels whose 8-bit colour changed.
+    skipped: each kind takes, in order, the first of its samples whose camera is above
+    and whose defect shows in the room render. They are rendered in the room: Missing and
+    Burrs from their meshes, Stains painted afresh (``synthetic._paint_stains``, seeded
+    apart, again until one shows) over the object. Masks, as there, are the pixels whose
+    8-bit colour changed; ``frame`` (height, width) bool is the part of the render the photo
+    shows, where a defect must change ``synthetic.min_defect_pixels`` pixels.
     """
     kinds = synthetic.DEFECT_TYPES
     quota = Counter(kinds[k % len(kinds)] for k in range(n_test))
+    perfect = synthetic.object_mesh(bricks)
+    min_pixels = synthetic.min_defect_pixels(width, height)
     # About a fifth of the views lie under the table: draw more, twice as many each retry.
     n_draw = n_test + n_test // 2 + 8
     while True:
-        drawn = synthetic.make_test_samples(bricks, K, width, height, n_draw, seed, burr_scale)
-        above = {kind: [s for s in drawn if s.defect_type == kind
-                        and cameras.camera_center(s.viewmat)[2] > room.table_top]
-                 for kind in quota}
-        if all(len(above[kind]) >= quota[kind] for kind in quota):
+        rng = np.random.default_rng([seed, 6])
+        drawn = synthetic.make_test_samples(bricks, K, width, height, n_draw, seed, burr_scale,
+                                            frame=frame)
+        shown = {kind: _shown_in_room(room, perfect, [
+            s for s in drawn if s.defect_type == kind
+            and cameras.camera_center(s.viewmat)[2] > room.table_top], K, width, height,
+            frame, min_pixels, rng, quota[kind]) for kind in quota}
+        if all(len(shown[kind]) >= quota[kind] for kind in quota):
             break
         n_draw *= 2
-    perfect = synthetic.object_mesh(bricks)
-    rng = np.random.default_rng([seed, 6])
     counts = Counter()
     for k in range(n_test):
         kind = kinds[k % len(kinds)]
-        sample = above[kind][counts[kind]]
-        rgb = room.render(perfect, sample.viewmat, K, width, height)[0]
-        clean = synthetic._to_u8(rgb)
-        if kind == 'good':
-            image = clean
-        elif kind == 'Stains':
-            cover = render_mesh(perfect, sample.viewmat, K, width, height)[1]
-            image = synthetic._paint_stains(rgb, cover, rng)
-        else:
-            image = synthetic._to_u8(room.render(sample.mesh, sample.viewmat, K, width,
-                                                 height)[0])
+        sample, image, clean = shown[kind][counts[kind]]
         yield synthetic.TestSample(f'test/{kind}/{counts[kind]}.png', kind, sample.viewmat,
                                    image, np.any(image != clean, axis=2), sample.mesh, clean)
         counts[kind] += 1
+
+
+def _shown_in_room(room, perfect, samples, K, width, height, frame, min_pixels, rng, need):
+    """Render up to ``need`` of ``samples`` in the room: [(sample, image, clean)].
+
+    A defect that changes fewer than ``min_pixels`` pixels of the frame in the room (Stains
+    after 20 paintings) skips its sample.
+    """
+    shown = []
+    for sample in samples:
+        if len(shown) == need:
+            break
+        rgb = room.render(perfect, sample.viewmat, K, width, height)[0]
+        clean = synthetic._to_u8(rgb)
+        if sample.defect_type == 'good':
+            shown.append((sample, clean, clean))
+            continue
+        if sample.defect_type == 'Stains':
+            cover = render_mesh(perfect, sample.viewmat, K, width, height)[1]
+            tries = (synthetic._paint_stains(rgb, cover, rng) for _ in range(20))
+        else:
+            tries = iter([synthetic._to_u8(room.render(sample.mesh, sample.viewmat, K, width,
+                                                       height)[0])])
+        for image in tries:
+            if synthetic.visible_pixels(np.any(image != clean, axis=2), frame) >= min_pixels:
+                shown.append((sample, image, clean))
+                break
+    return shown
 
 
 def _grid(origin, u, v, normal, colors):

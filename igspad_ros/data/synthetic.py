@@ -167,17 +167,19 @@ def train_viewmats(n_train=210):
 
 
 def make_test_samples(bricks, K, width, height, n_test, seed=0, burr_scale=1.0,
-                      family='brick'):
+                      family='brick', frame=None):
     """Generate the test set: even split over good/Burrs/Missing/Stains, off-grid poses.
 
     A defective view is re-drawn (new pose and defect) until its mask holds at least
     0.5% of the pixels (at least 6), so every defect is visible. ``burr_scale`` multiplies
     the burrs' size and spread. ``family`` names the kind of object ``bricks`` build.
+    ``frame`` (height, width) bool, when given, is the part of the render a photo shows
+    (a capture's lens crops the canvas): only mask pixels inside it count.
     """
     _, mesh_of, without_part = _family(family)
     rng = np.random.default_rng([seed, 2])
     perfect = mesh_of(bricks)
-    min_pixels = max(6, math.ceil(0.005 * width * height))
+    min_pixels = min_defect_pixels(width, height)
     counts = dict.fromkeys(DEFECT_TYPES, 0)
     samples = []
     for k in range(n_test):
@@ -196,7 +198,7 @@ def make_test_samples(bricks, K, width, height, n_test, seed=0, burr_scale=1.0,
                         else _with_burrs(bricks, viewmat, rng, burr_scale, mesh_of))
                 image = _to_u8(render_mesh(mesh, viewmat, K, width, height)[0])
             mask = np.any(image != clean, axis=2)
-            if kind == 'good' or mask.sum() >= min_pixels:
+            if kind == 'good' or visible_pixels(mask, frame) >= min_pixels:
                 break
         else:
             raise SyntheticConfigError(f'could not make a visible {kind} defect at '
@@ -205,6 +207,16 @@ def make_test_samples(bricks, K, width, height, n_test, seed=0, burr_scale=1.0,
         counts[kind] += 1
         samples.append(TestSample(rel, kind, viewmat, image, mask, mesh, clean))
     return samples
+
+
+def min_defect_pixels(width, height):
+    """Fewest mask pixels a defective view must show: 0.5 % of the image, at least 6."""
+    return max(6, math.ceil(0.005 * width * height))
+
+
+def visible_pixels(mask, frame=None):
+    """Count the pixels of ``mask`` inside ``frame`` (all of them for None)."""
+    return int(mask.sum() if frame is None else (mask & frame).sum())
 
 
 def make_category(out_dir, category='brick', size=800, n_train=210, n_test=40, seed=0,

@@ -103,6 +103,20 @@ class CaptureCamera:
     pinhole_size: tuple
     maps: undistort.UndistortMaps
 
+    @property
+    def frame(self):
+        """(h, w) bool of the canvas: the pixels a photo is interpolated from."""
+        w, h = self.pinhole_size
+        frame = np.zeros((h, w), bool)
+        x0 = np.floor(self.maps.map_x).astype(np.int64)
+        y0 = np.floor(self.maps.map_y).astype(np.int64)
+        for dy in (0, 1):
+            for dx in (0, 1):
+                x, y = x0 + dx, y0 + dy
+                inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+                frame[y[inside], x[inside]] = True
+        return frame
+
     def photo(self, rgb, gains=None):
         """Return the distorted 8-bit (H, W, 3) image of a float RGB canvas render in [0, 1].
 
@@ -191,10 +205,10 @@ def make_capture(out_dir, name='brick', size=160, n_train=60, n_test=20, seed=0,
     poses = {}
     if room is None:
         samples = synthetic.make_test_samples(bricks, camera.pinhole_K, *camera.pinhole_size,
-                                              n_test, seed, burr_scale)
+                                              n_test, seed, burr_scale, frame=camera.frame)
     else:
         samples = test_samples_in_room(room, bricks, camera.pinhole_K, *camera.pinhole_size,
-                                       n_test, seed, burr_scale)
+                                       n_test, seed, burr_scale, frame=camera.frame)
     for sample in samples:
         rel = str(Path(sample.rel_path).with_suffix('.jpg'))
         gains = photometric[rel] = _draw_gains(gain_rng, exposure)
